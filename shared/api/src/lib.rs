@@ -1,0 +1,1 @@
+//! crm-export-api (placeholder until its issue lands)

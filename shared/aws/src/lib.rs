@@ -1,0 +1,1 @@
+//! crm-export-aws (placeholder until its issue lands)

@@ -1,0 +1,1 @@
+//! crm-export-salesforce (placeholder until its issue lands)

@@ -1,0 +1,1 @@
+//! crm-export-sqlite (placeholder until its issue lands)

@@ -1,0 +1,1 @@
+//! sf-simulator (placeholder until its issue lands)
