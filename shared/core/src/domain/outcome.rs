@@ -57,6 +57,9 @@ pub enum RequestFailureKind {
     ConnectionRevoked,
     /// API disabled for the org or user: blocks.
     ApiDisabled,
+    /// The org refuses the call for a configuration reason no record explains (object or
+    /// external-id field unknown or not accessible, insufficient access): blocks.
+    Misconfigured,
     /// The org's daily API allocation is spent (403 `REQUEST_LIMIT_EXCEEDED`, daily).
     DailyLimit,
     /// Too many concurrent long requests: transient.
