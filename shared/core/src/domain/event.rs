@@ -58,7 +58,12 @@ pub struct Event {
 }
 
 impl Event {
-    pub fn for_job(kind: EventKind, job: &JobRef, at: Timestamp, detail: serde_json::Value) -> Self {
+    pub fn for_job(
+        kind: EventKind,
+        job: &JobRef,
+        at: Timestamp,
+        detail: serde_json::Value,
+    ) -> Self {
         Self {
             id: uuid::Uuid::new_v4().to_string(),
             kind,

@@ -14,8 +14,7 @@ fn valid_slug(s: &str, max: usize) -> bool {
     !b.is_empty()
         && b.len() <= max
         && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b
-            .iter()
+        && b.iter()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'_')
 }
 
@@ -32,7 +31,11 @@ macro_rules! slug_id {
                 if ok {
                     Ok(Self(s))
                 } else {
-                    Err(IdError { what: $what, value: s, rule: $rule })
+                    Err(IdError {
+                        what: $what,
+                        value: s,
+                        rule: $rule,
+                    })
                 }
             }
             pub fn as_str(&self) -> &str {
@@ -64,7 +67,12 @@ macro_rules! slug_id {
     };
 }
 
-slug_id!(TenantId, "tenant id", "must match [a-z0-9][a-z0-9-]{0,62}", false);
+slug_id!(
+    TenantId,
+    "tenant id",
+    "must match [a-z0-9][a-z0-9-]{0,62}",
+    false
+);
 slug_id!(JobId, "job id", "must match [a-z0-9][a-z0-9_-]{0,62}", true);
 
 /// One export stream: a tenant's job.
@@ -100,7 +108,11 @@ impl RecordKey {
         if v.is_empty() {
             return None;
         }
-        Some(Self(if case_insensitive { v.to_lowercase() } else { v.to_string() }))
+        Some(Self(if case_insensitive {
+            v.to_lowercase()
+        } else {
+            v.to_string()
+        }))
     }
     /// A key exactly as stored (already normalised).
     pub fn from_stored(s: impl Into<String>) -> Self {

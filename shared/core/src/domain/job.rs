@@ -122,7 +122,10 @@ impl Streak {
     /// The streak after one more failing run at `seq`.
     pub fn bump(prev: Option<Streak>, seq: Seq) -> Streak {
         match prev {
-            Some(s) if s.seq == seq => Streak { seq, runs: s.runs + 1 },
+            Some(s) if s.seq == seq => Streak {
+                seq,
+                runs: s.runs + 1,
+            },
             _ => Streak { seq, runs: 1 },
         }
     }

@@ -13,13 +13,12 @@ pub use export_error::{ErrorStatus, ExportErrorItem};
 pub use ids::{IdError, JobId, JobRef, RecordKey, RunId, TenantId};
 pub use job::{Block, BlockReason, Halt, JobDefinition, JobState, Streak};
 pub use outcome::{
-    ApiUsage, CrmReply, RecordError, RecordOutcome, RejectKind, RequestFailure,
-    RequestFailureKind,
+    ApiUsage, CrmReply, RecordError, RecordOutcome, RejectKind, RequestFailure, RequestFailureKind,
 };
 pub use record::{NewRecord, Record, Seq};
 pub use settings::{
-    apply_patch, BatchSize, Settings, SettingsChange, SettingsError, SettingsPatch, VersionedSettings,
-    DATA_INCONSISTENCY_WARNING,
+    apply_patch, BatchSize, Settings, SettingsChange, SettingsError, SettingsPatch,
+    VersionedSettings, DATA_INCONSISTENCY_WARNING,
 };
 
 /// Wall-clock time. Stored as UTC everywhere.

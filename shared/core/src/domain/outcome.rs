@@ -14,7 +14,11 @@ pub struct RecordError {
 
 impl RecordError {
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { code: code.into(), message: message.into(), fields: Vec::new() }
+        Self {
+            code: code.into(),
+            message: message.into(),
+            fields: Vec::new(),
+        }
     }
 }
 
@@ -40,9 +44,15 @@ pub enum RecordOutcome {
     },
     /// Worth retrying as is (lock contention, rolled back for a sibling, ...). With
     /// `retry_smaller` the retry uses smaller requests (a trigger's CPU-time limit).
-    Transient { error: RecordError, retry_smaller: bool },
+    Transient {
+        error: RecordError,
+        retry_smaller: bool,
+    },
     /// Refused for good until someone changes the data or the org.
-    Rejected { error: RecordError, kind: RejectKind },
+    Rejected {
+        error: RecordError,
+        kind: RejectKind,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,8 +90,17 @@ pub struct RequestFailure {
 }
 
 impl RequestFailure {
-    pub fn new(kind: RequestFailureKind, code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { kind, code: code.into(), message: message.into(), http_status: None }
+    pub fn new(
+        kind: RequestFailureKind,
+        code: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            kind,
+            code: code.into(),
+            message: message.into(),
+            http_status: None,
+        }
     }
 }
 

@@ -113,7 +113,10 @@ pub struct SettingsPatch {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SettingsError {
     #[error("{message}")]
-    InvalidValue { field: &'static str, message: String },
+    InvalidValue {
+        field: &'static str,
+        message: String,
+    },
     #[error("turning pause_on_export_errors off needs acknowledge_data_inconsistency: true. {DATA_INCONSISTENCY_WARNING}")]
     AcknowledgementRequired,
     #[error("pause_on_export_errors can only be seen and changed while export_to_crm is on")]
@@ -136,7 +139,10 @@ impl SettingsError {
 
 /// Applies a patch under the SPEC §3 rules. Returns the new settings and whether the change
 /// was acknowledged (turning pause off).
-pub fn apply_patch(current: &Settings, patch: &SettingsPatch) -> Result<(Settings, bool), SettingsError> {
+pub fn apply_patch(
+    current: &Settings,
+    patch: &SettingsPatch,
+) -> Result<(Settings, bool), SettingsError> {
     let touches_any = patch.export_to_crm.is_some()
         || patch.pause_on_export_errors.is_some()
         || patch.batch_size.is_some()
@@ -167,7 +173,9 @@ pub fn apply_patch(current: &Settings, patch: &SettingsPatch) -> Result<(Setting
         if !(1..=MAX_RETRY_ATTEMPTS_MAX).contains(&v) {
             return Err(SettingsError::InvalidValue {
                 field: "max_retry_attempts",
-                message: format!("max_retry_attempts must be between 1 and {MAX_RETRY_ATTEMPTS_MAX}, not {v}"),
+                message: format!(
+                    "max_retry_attempts must be between 1 and {MAX_RETRY_ATTEMPTS_MAX}, not {v}"
+                ),
             });
         }
         next.max_retry_attempts = v;
@@ -192,14 +200,26 @@ mod tests {
     use super::*;
 
     fn on() -> Settings {
-        Settings { export_to_crm: true, ..Settings::default() }
+        Settings {
+            export_to_crm: true,
+            ..Settings::default()
+        }
     }
 
     #[test]
     fn turning_pause_off_needs_acknowledgement() {
-        let patch = SettingsPatch { pause_on_export_errors: Some(false), ..Default::default() };
-        assert_eq!(apply_patch(&on(), &patch), Err(SettingsError::AcknowledgementRequired));
-        let ack = SettingsPatch { acknowledge_data_inconsistency: Some(true), ..patch };
+        let patch = SettingsPatch {
+            pause_on_export_errors: Some(false),
+            ..Default::default()
+        };
+        assert_eq!(
+            apply_patch(&on(), &patch),
+            Err(SettingsError::AcknowledgementRequired)
+        );
+        let ack = SettingsPatch {
+            acknowledge_data_inconsistency: Some(true),
+            ..patch
+        };
         let (next, acked) = apply_patch(&on(), &ack).unwrap();
         assert!(!next.pause_on_export_errors);
         assert!(acked);
@@ -207,8 +227,14 @@ mod tests {
 
     #[test]
     fn turning_pause_on_needs_no_acknowledgement() {
-        let off = Settings { pause_on_export_errors: false, ..on() };
-        let patch = SettingsPatch { pause_on_export_errors: Some(true), ..Default::default() };
+        let off = Settings {
+            pause_on_export_errors: false,
+            ..on()
+        };
+        let patch = SettingsPatch {
+            pause_on_export_errors: Some(true),
+            ..Default::default()
+        };
         let (next, acked) = apply_patch(&off, &patch).unwrap();
         assert!(next.pause_on_export_errors);
         assert!(!acked);
@@ -216,21 +242,40 @@ mod tests {
 
     #[test]
     fn pause_is_not_changeable_while_export_is_off() {
-        let patch = SettingsPatch { pause_on_export_errors: Some(true), ..Default::default() };
-        assert_eq!(apply_patch(&Settings::default(), &patch), Err(SettingsError::PauseNotAvailable));
+        let patch = SettingsPatch {
+            pause_on_export_errors: Some(true),
+            ..Default::default()
+        };
+        assert_eq!(
+            apply_patch(&Settings::default(), &patch),
+            Err(SettingsError::PauseNotAvailable)
+        );
     }
 
     #[test]
     fn batch_size_and_limits_are_validated() {
         for bad in [0, 1, 24, 150, 201, 500] {
-            let p = SettingsPatch { batch_size: Some(bad), ..Default::default() };
-            assert_eq!(apply_patch(&on(), &p).unwrap_err().code(), "invalid_setting");
+            let p = SettingsPatch {
+                batch_size: Some(bad),
+                ..Default::default()
+            };
+            assert_eq!(
+                apply_patch(&on(), &p).unwrap_err().code(),
+                "invalid_setting"
+            );
         }
         for bad in [0, 999, 10_000_001] {
-            let p = SettingsPatch { daily_api_limit: Some(bad), ..Default::default() };
+            let p = SettingsPatch {
+                daily_api_limit: Some(bad),
+                ..Default::default()
+            };
             assert!(apply_patch(&on(), &p).is_err());
         }
-        let p = SettingsPatch { batch_size: Some(50), daily_api_limit: Some(1000), ..Default::default() };
+        let p = SettingsPatch {
+            batch_size: Some(50),
+            daily_api_limit: Some(1000),
+            ..Default::default()
+        };
         let (s, _) = apply_patch(&on(), &p).unwrap();
         assert_eq!((s.batch_size.get(), s.daily_api_limit), (50, 1000));
     }
@@ -238,7 +283,11 @@ mod tests {
     #[test]
     fn a_failed_patch_changes_nothing() {
         let cur = on();
-        let p = SettingsPatch { batch_size: Some(50), daily_api_limit: Some(5), ..Default::default() };
+        let p = SettingsPatch {
+            batch_size: Some(50),
+            daily_api_limit: Some(5),
+            ..Default::default()
+        };
         assert!(apply_patch(&cur, &p).is_err());
         assert_eq!(cur, on());
     }

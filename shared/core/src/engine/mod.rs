@@ -1,1 +1,110 @@
-//! engine
+//! The export engine: the export run (SPEC §4), the ExportError retry run (§5) and the
+//! operator actions, written against the ports only. Lambda handlers and the CLI build an
+//! [`Engine`] from their adapters and call the same functions; the deadline is a plain
+//! timestamp so both run the same code.
+
+mod batch;
+mod config;
+mod export_run;
+mod ops;
+mod report;
+mod retry_run;
+mod run;
+mod send;
+
+pub use config::EngineConfig;
+pub use ops::{JobStatus, OpsError};
+pub use report::{RunCounts, RunKind, RunOutcome, RunReport};
+
+use crate::domain::{JobRef, RunId, Timestamp};
+use crate::ports::{Clock, CrmClient, EventPublisher, StateStore, StoreError};
+
+/// Why a run could not be carried out at all (as opposed to a run that stopped for a
+/// reason the report describes).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("job {0} is not defined")]
+    UnknownJob(JobRef),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl EngineError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            EngineError::UnknownJob(_) => "unknown_job",
+            EngineError::Store(StoreError::Unavailable(_)) => "store_unavailable",
+            EngineError::Store(_) => "store_error",
+        }
+    }
+    /// Worth retrying the invocation (the state is intact; the next run starts over).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            EngineError::Store(StoreError::Unavailable(_) | StoreError::LeaseLost)
+        )
+    }
+}
+
+/// What one run is given besides the ports.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub run_id: RunId,
+    /// The run stops cleanly (cursor committed, lease released) before this time.
+    pub deadline: Timestamp,
+}
+
+impl RunOptions {
+    pub fn new(deadline: Timestamp) -> Self {
+        Self {
+            run_id: RunId::random(),
+            deadline,
+        }
+    }
+}
+
+/// The ports one engine works with. Cheap to build per invocation.
+#[derive(Clone, Copy)]
+pub struct Engine<'a> {
+    pub store: &'a dyn StateStore,
+    pub crm: &'a dyn CrmClient,
+    pub events: &'a dyn EventPublisher,
+    pub clock: &'a dyn Clock,
+    pub config: &'a EngineConfig,
+}
+
+impl<'a> Engine<'a> {
+    pub fn new(
+        store: &'a dyn StateStore,
+        crm: &'a dyn CrmClient,
+        events: &'a dyn EventPublisher,
+        clock: &'a dyn Clock,
+        config: &'a EngineConfig,
+    ) -> Self {
+        Self {
+            store,
+            crm,
+            events,
+            clock,
+            config,
+        }
+    }
+
+    /// One export run of one job (SPEC §4).
+    pub async fn run_export(
+        &self,
+        job: &JobRef,
+        opts: &RunOptions,
+    ) -> Result<RunReport, EngineError> {
+        export_run::run(self, job, opts).await
+    }
+
+    /// One ExportError retry run of one job (SPEC §5).
+    pub async fn run_retry(
+        &self,
+        job: &JobRef,
+        opts: &RunOptions,
+    ) -> Result<RunReport, EngineError> {
+        retry_run::run(self, job, opts).await
+    }
+}

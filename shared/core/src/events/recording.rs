@@ -18,7 +18,8 @@ impl RecordingPublisher {
         self.published.lock().expect("publisher lock").clone()
     }
     pub fn set_failing(&self, failing: bool) {
-        self.failing.store(failing, std::sync::atomic::Ordering::SeqCst);
+        self.failing
+            .store(failing, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -28,7 +29,10 @@ impl EventPublisher for RecordingPublisher {
         if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(PublishError("publisher set to fail".into()));
         }
-        self.published.lock().expect("publisher lock").extend_from_slice(events);
+        self.published
+            .lock()
+            .expect("publisher lock")
+            .extend_from_slice(events);
         Ok(())
     }
 }

@@ -7,10 +7,9 @@ mod time;
 
 pub use crm::{CrmClient, UpsertRequest};
 pub use store::{
-    ApiBudget, Commit, ErrorFilter, ErrorWrite, ExportErrorStore, ExportQueue, JobCatalog,
-    JobStateStore, Lease, LeaseStore, LeaseToken, Outbox, Page, SettingsStore, StateStore,
-    hour_bucket,
-    StoreError,
+    hour_bucket, ApiBudget, Commit, ErrorFilter, ErrorWrite, ExportErrorStore, ExportQueue,
+    JobCatalog, JobStateStore, Lease, LeaseStore, LeaseToken, Outbox, Page, SettingsStore,
+    StateStore, StoreError,
 };
 pub use time::{Clock, SystemClock};
 

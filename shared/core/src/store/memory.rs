@@ -42,6 +42,12 @@ impl MemoryStore {
         Self::default()
     }
 
+    /// The lease currently recorded for a job (expired or not), for tests that watch who
+    /// holds it.
+    pub fn lease_of(&self, job: &JobRef) -> Option<Lease> {
+        self.with(|i| i.jobs.get(job).and_then(|j| j.lease.clone()))
+    }
+
     fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
         f(&mut self.inner.lock().expect("memory store lock"))
     }
@@ -60,7 +66,11 @@ pub(crate) fn apply_error_write(errors: &mut BTreeMap<RecordKey, ExportErrorItem
         ErrorWrite::Resolve { key, by_seq, at } => {
             if let Some(item) = errors.get_mut(&key) {
                 if item.status.is_unresolved() && item.seq <= by_seq {
-                    item.status = if item.seq == by_seq { ErrorStatus::Resolved } else { ErrorStatus::Superseded };
+                    item.status = if item.seq == by_seq {
+                        ErrorStatus::Resolved
+                    } else {
+                        ErrorStatus::Superseded
+                    };
                     item.resolved_at = Some(at);
                     item.resolved_by_seq = Some(by_seq);
                 }
@@ -75,7 +85,12 @@ fn lease_duration(d: Duration) -> chrono::Duration {
 
 #[async_trait]
 impl ExportQueue for MemoryStore {
-    async fn enqueue(&self, job: &JobRef, records: Vec<NewRecord>, now: Timestamp) -> Result<Vec<Seq>, StoreError> {
+    async fn enqueue(
+        &self,
+        job: &JobRef,
+        records: Vec<NewRecord>,
+        now: Timestamp,
+    ) -> Result<Vec<Seq>, StoreError> {
         Ok(self.with(|i| {
             let j = i.jobs.entry(job.clone()).or_default();
             let mut next = j.records.keys().next_back().copied().unwrap_or(0);
@@ -83,18 +98,37 @@ impl ExportQueue for MemoryStore {
             for r in records {
                 next += 1;
                 j.latest.insert(r.key.clone(), next);
-                j.records.insert(next, Record { seq: next, key: r.key, fields: r.fields, enqueued_at: now });
+                j.records.insert(
+                    next,
+                    Record {
+                        seq: next,
+                        key: r.key,
+                        fields: r.fields,
+                        enqueued_at: now,
+                    },
+                );
                 seqs.push(next);
             }
             seqs
         }))
     }
 
-    async fn read_after(&self, job: &JobRef, after: Seq, limit: usize) -> Result<Vec<Record>, StoreError> {
+    async fn read_after(
+        &self,
+        job: &JobRef,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
         Ok(self.with(|i| {
             i.jobs
                 .get(job)
-                .map(|j| j.records.range(after + 1..).take(limit).map(|(_, r)| r.clone()).collect())
+                .map(|j| {
+                    j.records
+                        .range(after + 1..)
+                        .take(limit)
+                        .map(|(_, r)| r.clone())
+                        .collect()
+                })
                 .unwrap_or_default()
         }))
     }
@@ -103,7 +137,11 @@ impl ExportQueue for MemoryStore {
         Ok(self.with(|i| i.jobs.get(job).and_then(|j| j.records.get(&seq).cloned())))
     }
 
-    async fn latest_seqs(&self, job: &JobRef, keys: &[RecordKey]) -> Result<HashMap<RecordKey, Seq>, StoreError> {
+    async fn latest_seqs(
+        &self,
+        job: &JobRef,
+        keys: &[RecordKey],
+    ) -> Result<HashMap<RecordKey, Seq>, StoreError> {
         Ok(self.with(|i| {
             let mut out = HashMap::new();
             if let Some(j) = i.jobs.get(job) {
@@ -118,13 +156,24 @@ impl ExportQueue for MemoryStore {
     }
 
     async fn head(&self, job: &JobRef) -> Result<Seq, StoreError> {
-        Ok(self.with(|i| i.jobs.get(job).and_then(|j| j.records.keys().next_back().copied()).unwrap_or(0)))
+        Ok(self.with(|i| {
+            i.jobs
+                .get(job)
+                .and_then(|j| j.records.keys().next_back().copied())
+                .unwrap_or(0)
+        }))
     }
 }
 
 #[async_trait]
 impl LeaseStore for MemoryStore {
-    async fn acquire_lease(&self, job: &JobRef, owner: &RunId, now: Timestamp, duration: Duration) -> Result<Option<Lease>, StoreError> {
+    async fn acquire_lease(
+        &self,
+        job: &JobRef,
+        owner: &RunId,
+        now: Timestamp,
+        duration: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
         Ok(self.with(|i| {
             let j = i.jobs.entry(job.clone()).or_default();
             if matches!(&j.lease, Some(l) if l.expires_at > now) {
@@ -140,13 +189,22 @@ impl LeaseStore for MemoryStore {
         }))
     }
 
-    async fn renew_lease(&self, job: &JobRef, lease: &Lease, now: Timestamp, duration: Duration) -> Result<Lease, StoreError> {
+    async fn renew_lease(
+        &self,
+        job: &JobRef,
+        lease: &Lease,
+        now: Timestamp,
+        duration: Duration,
+    ) -> Result<Lease, StoreError> {
         self.with(|i| {
             let j = i.jobs.entry(job.clone()).or_default();
             if !holds(&j.lease, lease, now) {
                 return Err(StoreError::LeaseLost);
             }
-            let renewed = Lease { expires_at: now + lease_duration(duration), ..lease.clone() };
+            let renewed = Lease {
+                expires_at: now + lease_duration(duration),
+                ..lease.clone()
+            };
             j.lease = Some(renewed.clone());
             Ok(renewed)
         })
@@ -170,7 +228,13 @@ impl JobStateStore for MemoryStore {
         Ok(self.with(|i| i.jobs.get(job).map(|j| j.state.clone()).unwrap_or_default()))
     }
 
-    async fn commit(&self, job: &JobRef, lease: &Lease, now: Timestamp, commit: Commit) -> Result<(), StoreError> {
+    async fn commit(
+        &self,
+        job: &JobRef,
+        lease: &Lease,
+        now: Timestamp,
+        commit: Commit,
+    ) -> Result<(), StoreError> {
         self.with(|i| {
             let j = i.jobs.entry(job.clone()).or_default();
             if !holds(&j.lease, lease, now) {
@@ -180,7 +244,11 @@ impl JobStateStore for MemoryStore {
             for w in commit.errors {
                 apply_error_write(&mut j.errors, w);
             }
-            i.tenants.entry(job.tenant.clone()).or_default().outbox.extend(commit.events);
+            i.tenants
+                .entry(job.tenant.clone())
+                .or_default()
+                .outbox
+                .extend(commit.events);
             Ok(())
         })
     }
@@ -191,7 +259,11 @@ struct ErrorPos(Timestamp, String);
 
 #[async_trait]
 impl ExportErrorStore for MemoryStore {
-    async fn get_error(&self, job: &JobRef, key: &RecordKey) -> Result<Option<ExportErrorItem>, StoreError> {
+    async fn get_error(
+        &self,
+        job: &JobRef,
+        key: &RecordKey,
+    ) -> Result<Option<ExportErrorItem>, StoreError> {
         Ok(self.with(|i| i.jobs.get(job).and_then(|j| j.errors.get(key).cloned())))
     }
 
@@ -218,7 +290,9 @@ impl ExportErrorStore for MemoryStore {
         limit: usize,
     ) -> Result<Vec<ExportErrorItem>, StoreError> {
         Ok(self.with(|i| {
-            let Some(j) = i.jobs.get(job) else { return Vec::new() };
+            let Some(j) = i.jobs.get(job) else {
+                return Vec::new();
+            };
             let mut items: Vec<_> = j
                 .errors
                 .values()
@@ -235,10 +309,21 @@ impl ExportErrorStore for MemoryStore {
         }))
     }
 
-    async fn list_errors(&self, job: &JobRef, filter: &ErrorFilter, page: Option<&str>, limit: usize) -> Result<Page<ExportErrorItem>, StoreError> {
+    async fn list_errors(
+        &self,
+        job: &JobRef,
+        filter: &ErrorFilter,
+        page: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<ExportErrorItem>, StoreError> {
         let after: Option<ErrorPos> = page.map(decode_token).transpose()?;
         Ok(self.with(|i| {
-            let Some(j) = i.jobs.get(job) else { return Page { items: Vec::new(), next: None } };
+            let Some(j) = i.jobs.get(job) else {
+                return Page {
+                    items: Vec::new(),
+                    next: None,
+                };
+            };
             let mut items: Vec<_> = j
                 .errors
                 .values()
@@ -249,12 +334,19 @@ impl ExportErrorStore for MemoryStore {
             // Newest last attempt first; ties by key.
             items.sort_by(|a, b| (b.last_attempt_at, &a.key).cmp(&(a.last_attempt_at, &b.key)));
             if let Some(ErrorPos(t, k)) = &after {
-                items.retain(|e| e.last_attempt_at < *t || (e.last_attempt_at == *t && e.key.as_str() > k.as_str()));
+                items.retain(|e| {
+                    e.last_attempt_at < *t
+                        || (e.last_attempt_at == *t && e.key.as_str() > k.as_str())
+                });
             }
             let more = items.len() > limit;
             items.truncate(limit);
             let next = more
-                .then(|| items.last().map(|e| encode_token(&ErrorPos(e.last_attempt_at, e.key.as_str().to_string()))))
+                .then(|| {
+                    items.last().map(|e| {
+                        encode_token(&ErrorPos(e.last_attempt_at, e.key.as_str().to_string()))
+                    })
+                })
                 .flatten();
             Page { items, next }
         }))
@@ -262,36 +354,64 @@ impl ExportErrorStore for MemoryStore {
 
     async fn count_errors(&self, job: &JobRef, status: ErrorStatus) -> Result<u64, StoreError> {
         Ok(self.with(|i| {
-            i.jobs.get(job).map(|j| j.errors.values().filter(|e| e.status == status).count() as u64).unwrap_or(0)
+            i.jobs
+                .get(job)
+                .map(|j| j.errors.values().filter(|e| e.status == status).count() as u64)
+                .unwrap_or(0)
         }))
     }
 }
 
 #[async_trait]
 impl SettingsStore for MemoryStore {
-    async fn get_settings(&self, tenant: &TenantId) -> Result<Option<VersionedSettings>, StoreError> {
+    async fn get_settings(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Option<VersionedSettings>, StoreError> {
         Ok(self.with(|i| i.tenants.get(tenant).and_then(|t| t.settings.clone())))
     }
 
-    async fn put_settings(&self, tenant: &TenantId, expected_version: u64, change: SettingsChange, event: Event) -> Result<u64, StoreError> {
+    async fn put_settings(
+        &self,
+        tenant: &TenantId,
+        expected_version: u64,
+        change: SettingsChange,
+        event: Event,
+    ) -> Result<u64, StoreError> {
         self.with(|i| {
             let t = i.tenants.entry(tenant.clone()).or_default();
             let found = t.settings.as_ref().map(|s| s.version).unwrap_or(0);
             if found != expected_version {
-                return Err(StoreError::VersionConflict { expected: expected_version, found });
+                return Err(StoreError::VersionConflict {
+                    expected: expected_version,
+                    found,
+                });
             }
             let version = found + 1;
-            t.settings = Some(VersionedSettings { settings: change.new.clone(), version });
+            t.settings = Some(VersionedSettings {
+                settings: change.new.clone(),
+                version,
+            });
             t.history.push(SettingsChange { version, ..change });
             t.outbox.push(event);
             Ok(version)
         })
     }
 
-    async fn settings_history(&self, tenant: &TenantId, page: Option<&str>, limit: usize) -> Result<Page<SettingsChange>, StoreError> {
+    async fn settings_history(
+        &self,
+        tenant: &TenantId,
+        page: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<SettingsChange>, StoreError> {
         let before: Option<u64> = page.map(decode_token).transpose()?;
         Ok(self.with(|i| {
-            let Some(t) = i.tenants.get(tenant) else { return Page { items: Vec::new(), next: None } };
+            let Some(t) = i.tenants.get(tenant) else {
+                return Page {
+                    items: Vec::new(),
+                    next: None,
+                };
+            };
             let mut items: Vec<_> = t
                 .history
                 .iter()
@@ -301,36 +421,64 @@ impl SettingsStore for MemoryStore {
                 .collect();
             let more = items.len() > limit;
             items.truncate(limit);
-            let next = more.then(|| items.last().map(|c| encode_token(&c.version))).flatten();
+            let next = more
+                .then(|| items.last().map(|c| encode_token(&c.version)))
+                .flatten();
             Page { items, next }
         }))
     }
 
     async fn list_tenants(&self) -> Result<Vec<TenantId>, StoreError> {
-        Ok(self.with(|i| i.tenants.iter().filter(|(_, t)| t.settings.is_some()).map(|(k, _)| k.clone()).collect()))
+        Ok(self.with(|i| {
+            i.tenants
+                .iter()
+                .filter(|(_, t)| t.settings.is_some())
+                .map(|(k, _)| k.clone())
+                .collect()
+        }))
     }
 }
 
 #[async_trait]
 impl JobCatalog for MemoryStore {
-    async fn get_job(&self, tenant: &TenantId, job: &JobId) -> Result<Option<JobDefinition>, StoreError> {
+    async fn get_job(
+        &self,
+        tenant: &TenantId,
+        job: &JobId,
+    ) -> Result<Option<JobDefinition>, StoreError> {
         Ok(self.with(|i| i.tenants.get(tenant).and_then(|t| t.jobs.get(job).cloned())))
     }
 
     async fn put_job(&self, tenant: &TenantId, def: JobDefinition) -> Result<(), StoreError> {
-        self.with(|i| i.tenants.entry(tenant.clone()).or_default().jobs.insert(def.job_id.clone(), def));
+        self.with(|i| {
+            i.tenants
+                .entry(tenant.clone())
+                .or_default()
+                .jobs
+                .insert(def.job_id.clone(), def)
+        });
         Ok(())
     }
 
     async fn list_jobs(&self, tenant: &TenantId) -> Result<Vec<JobDefinition>, StoreError> {
-        Ok(self.with(|i| i.tenants.get(tenant).map(|t| t.jobs.values().cloned().collect()).unwrap_or_default()))
+        Ok(self.with(|i| {
+            i.tenants
+                .get(tenant)
+                .map(|t| t.jobs.values().cloned().collect())
+                .unwrap_or_default()
+        }))
     }
 }
 
 #[async_trait]
 impl Outbox for MemoryStore {
     async fn pending_events(&self, tenant: &TenantId) -> Result<Vec<Event>, StoreError> {
-        Ok(self.with(|i| i.tenants.get(tenant).map(|t| t.outbox.clone()).unwrap_or_default()))
+        Ok(self.with(|i| {
+            i.tenants
+                .get(tenant)
+                .map(|t| t.outbox.clone())
+                .unwrap_or_default()
+        }))
     }
 
     async fn mark_published(&self, tenant: &TenantId, ids: &[String]) -> Result<(), StoreError> {
@@ -345,13 +493,34 @@ impl Outbox for MemoryStore {
 
 #[async_trait]
 impl ApiBudget for MemoryStore {
-    async fn add_api_calls(&self, tenant: &TenantId, at: Timestamp, calls: u64) -> Result<(), StoreError> {
-        self.with(|i| *i.tenants.entry(tenant.clone()).or_default().api_calls.entry(hour_bucket(at)).or_default() += calls);
+    async fn add_api_calls(
+        &self,
+        tenant: &TenantId,
+        at: Timestamp,
+        calls: u64,
+    ) -> Result<(), StoreError> {
+        self.with(|i| {
+            *i.tenants
+                .entry(tenant.clone())
+                .or_default()
+                .api_calls
+                .entry(hour_bucket(at))
+                .or_default() += calls
+        });
         Ok(())
     }
 
-    async fn api_calls_last_24h(&self, tenant: &TenantId, now: Timestamp) -> Result<u64, StoreError> {
+    async fn api_calls_last_24h(
+        &self,
+        tenant: &TenantId,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
         let from = hour_bucket(now - chrono::Duration::hours(24));
-        Ok(self.with(|i| i.tenants.get(tenant).map(|t| t.api_calls.range(from..).map(|(_, n)| n).sum()).unwrap_or(0)))
+        Ok(self.with(|i| {
+            i.tenants
+                .get(tenant)
+                .map(|t| t.api_calls.range(from..).map(|(_, n)| n).sum())
+                .unwrap_or(0)
+        }))
     }
 }

@@ -11,7 +11,7 @@ pub fn encode_token<T: serde::Serialize>(pos: &T) -> String {
 /// Decodes a token from [`encode_token`]; a bad token is `Invalid`.
 pub fn decode_token<T: serde::de::DeserializeOwned>(token: &str) -> Result<T, StoreError> {
     let bad = || StoreError::Invalid("malformed page token".into());
-    if token.len() % 2 != 0 || token.len() > 8192 {
+    if !token.len().is_multiple_of(2) || token.len() > 8192 {
         return Err(bad());
     }
     let bytes: Result<Vec<u8>, _> = (0..token.len())

@@ -1,0 +1,480 @@
+//! What every run shares: taking the lease, the job state held in memory, the gate in
+//! front of every CRM request (budget, deadline, lease time), commits, events and the
+//! clean stop.
+
+use super::report::{RunCounts, RunKind, RunOutcome, RunReport};
+use super::{Engine, EngineError, RunOptions};
+use crate::domain::*;
+use crate::ports::{Commit, CrmClient, ErrorWrite, Lease, StoreError, UpsertRequest};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Why a run leaves its normal path.
+#[derive(Debug)]
+pub(super) enum Stop {
+    /// A planned stop with this outcome (deadline, budget, disabled, lease lost, ...).
+    Outcome(RunOutcome),
+    /// The CRM failed a request as a whole.
+    Request(RequestFailure),
+    /// A store failure: the run is abandoned, the next one starts over.
+    Failed(EngineError),
+}
+
+impl From<StoreError> for Stop {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::LeaseLost => Stop::Outcome(RunOutcome::LeaseLost),
+            other => Stop::Failed(EngineError::Store(other)),
+        }
+    }
+}
+
+pub(super) type Flow<T> = Result<T, Stop>;
+
+pub(super) enum Start<'a> {
+    Ready(Box<Run<'a>>),
+    Finished(Box<RunReport>),
+}
+
+pub(super) struct Run<'a> {
+    pub eng: Engine<'a>,
+    pub job: JobRef,
+    pub def: JobDefinition,
+    pub opts: RunOptions,
+    pub kind: RunKind,
+    pub lease: Lease,
+    pub state: JobState,
+    pub settings: Settings,
+    /// Key → seq of every open or parked ExportErrors item, kept current by `commit`.
+    pub unresolved: HashMap<RecordKey, Seq>,
+    pub counts: RunCounts,
+    pub org_usage: Option<ApiUsage>,
+    pub cursor_before: Seq,
+    pub started_at: Timestamp,
+    /// The longest CRM call so far: a call is not started when one as long would not end
+    /// before the deadline.
+    pub slowest_call: Duration,
+}
+
+impl<'a> Run<'a> {
+    pub async fn start(
+        eng: &Engine<'a>,
+        job: &JobRef,
+        opts: &RunOptions,
+        kind: RunKind,
+    ) -> Result<Start<'a>, EngineError> {
+        let started_at = eng.clock.now();
+        publish_pending(eng, &job.tenant).await;
+        let finished = |outcome| {
+            Start::Finished(Box::new(RunReport {
+                run_id: opts.run_id.clone(),
+                kind,
+                job: job.clone(),
+                outcome,
+                counts: RunCounts::default(),
+                cursor_before: 0,
+                cursor_after: 0,
+                started_at,
+                finished_at: eng.clock.now(),
+            }))
+        };
+        let settings = load_settings(eng, &job.tenant).await?;
+        if !settings.export_to_crm {
+            return Ok(finished(RunOutcome::Disabled));
+        }
+        let def = eng
+            .store
+            .get_job(&job.tenant, &job.job)
+            .await?
+            .ok_or_else(|| EngineError::UnknownJob(job.clone()))?;
+        let Some(lease) = eng
+            .store
+            .acquire_lease(
+                job,
+                &opts.run_id,
+                eng.clock.now(),
+                eng.config.lease_duration,
+            )
+            .await?
+        else {
+            return Ok(finished(RunOutcome::AlreadyRunning));
+        };
+        let loaded = async {
+            let state = eng.store.load_state(job).await?;
+            let unresolved = eng.store.unresolved_errors(job).await?;
+            Ok::<_, StoreError>((state, unresolved))
+        }
+        .await;
+        let (state, unresolved) = match loaded {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = eng.store.release_lease(job, &lease).await;
+                return Err(e.into());
+            }
+        };
+        tracing::info!(tenant = %job.tenant, job = %job.job, run_id = %opts.run_id, kind = ?kind, cursor = state.cursor, "run started");
+        Ok(Start::Ready(Box::new(Run {
+            eng: *eng,
+            job: job.clone(),
+            def,
+            opts: opts.clone(),
+            kind,
+            lease,
+            cursor_before: state.cursor,
+            state,
+            settings,
+            unresolved,
+            counts: RunCounts::default(),
+            org_usage: None,
+            started_at,
+            slowest_call: Duration::ZERO,
+        })))
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.eng.clock.now()
+    }
+
+    /// Re-reads the settings (a change takes effect at the next batch). `Disabled` when
+    /// exporting was turned off meanwhile.
+    pub async fn reload_settings(&mut self) -> Flow<()> {
+        self.settings = load_settings(&self.eng, &self.job.tenant)
+            .await
+            .map_err(Stop::Failed)?;
+        if !self.settings.export_to_crm {
+            return Err(Stop::Outcome(RunOutcome::Disabled));
+        }
+        Ok(())
+    }
+
+    fn margin(&self) -> chrono::Duration {
+        to_chrono(self.eng.config.safety_margin)
+    }
+
+    /// Stops before the deadline with room for one more request and its commit.
+    pub fn check_deadline(&self) -> Flow<()> {
+        let need =
+            self.margin() + to_chrono(self.eng.config.min_request_timeout.max(self.slowest_call));
+        if self.now() + need >= self.opts.deadline {
+            return Err(Stop::Outcome(RunOutcome::DeadlineReached));
+        }
+        Ok(())
+    }
+
+    pub async fn renew_lease(&mut self) -> Flow<()> {
+        self.lease = self
+            .eng
+            .store
+            .renew_lease(
+                &self.job,
+                &self.lease,
+                self.now(),
+                self.eng.config.lease_duration,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The timeout of the next request: never past the lease (so no write of ours can land
+    /// after another runner took over) nor the deadline.
+    async fn request_timeout(&mut self) -> Flow<Duration> {
+        let cfg = self.eng.config;
+        let mut left = self
+            .lease
+            .time_left(self.now())
+            .saturating_sub(cfg.safety_margin);
+        if left < cfg.request_timeout {
+            self.renew_lease().await?;
+            left = self
+                .lease
+                .time_left(self.now())
+                .saturating_sub(cfg.safety_margin);
+        }
+        let until_deadline = (self.opts.deadline - self.now())
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+            .saturating_sub(cfg.safety_margin);
+        let timeout = cfg.request_timeout.min(left).min(until_deadline);
+        if timeout < cfg.min_request_timeout {
+            return Err(Stop::Outcome(RunOutcome::DeadlineReached));
+        }
+        Ok(timeout)
+    }
+
+    /// Refuses a request the API budget cannot pay for (SPEC §4.7).
+    async fn check_budget(&self) -> Flow<()> {
+        let used = self
+            .eng
+            .store
+            .api_calls_last_24h(&self.job.tenant, self.now())
+            .await?;
+        if used >= self.settings.daily_api_limit {
+            return Err(Stop::Outcome(RunOutcome::BudgetExhausted {
+                code: "daily_api_limit".into(),
+            }));
+        }
+        if let Some(u) = self.org_usage {
+            if u.below(self.eng.config.org_allocation_floor) {
+                return Err(Stop::Outcome(RunOutcome::BudgetExhausted {
+                    code: "org_allocation_low".into(),
+                }));
+            }
+        }
+        Ok(())
+    }
+
+    async fn account(&mut self, api_calls: u32, usage: Option<ApiUsage>) -> Flow<()> {
+        self.counts.api_calls += u64::from(api_calls);
+        if api_calls > 0 {
+            self.eng
+                .store
+                .add_api_calls(&self.job.tenant, self.now(), u64::from(api_calls))
+                .await?;
+        }
+        if usage.is_some() {
+            self.org_usage = usage;
+        }
+        Ok(())
+    }
+
+    /// One upsert call, behind the budget, deadline and lease gate.
+    pub async fn upsert(
+        &mut self,
+        records: &[&Record],
+    ) -> Flow<Result<Vec<RecordOutcome>, RequestFailure>> {
+        self.check_budget().await?;
+        let timeout = self.request_timeout().await?;
+        let request = UpsertRequest {
+            object: self.def.object.clone(),
+            external_id_field: self.def.external_id_field.clone(),
+            records: records
+                .iter()
+                .map(|r| self.def.to_crm_fields(&r.fields))
+                .collect(),
+            timeout,
+        };
+        self.counts.sent += records.len() as u64;
+        let crm: &dyn CrmClient = self.eng.crm;
+        let started = self.now();
+        let reply = crm.upsert(&request).await;
+        self.slowest_call = self
+            .slowest_call
+            .max((self.now() - started).to_std().unwrap_or_default());
+        self.account(reply.api_calls, reply.usage).await?;
+        Ok(match reply.result {
+            Ok(outcomes) if outcomes.len() != records.len() => Err(RequestFailure::new(
+                RequestFailureKind::Unavailable,
+                "BAD_RESPONSE",
+                format!(
+                    "the CRM returned {} outcomes for {} records",
+                    outcomes.len(),
+                    records.len()
+                ),
+            )),
+            other => other,
+        })
+    }
+
+    /// The connection probe of a blocked job with nothing to send.
+    pub async fn check_connection(&mut self) -> Flow<Result<(), RequestFailure>> {
+        self.check_budget().await?;
+        let timeout = self.request_timeout().await?;
+        let reply = self.eng.crm.check_connection(timeout).await;
+        self.account(reply.api_calls, reply.usage).await?;
+        Ok(reply.result)
+    }
+
+    pub fn event(&self, kind: EventKind, mut detail: serde_json::Value) -> Event {
+        detail["run_id"] = serde_json::json!(self.opts.run_id);
+        Event::for_job(kind, &self.job, self.now(), detail)
+    }
+
+    /// Commits the in-memory state with these item writes and events, under the lease.
+    pub async fn commit(&mut self, errors: Vec<ErrorWrite>, events: Vec<Event>) -> Flow<()> {
+        let now = self.now();
+        self.state.last_run_at = Some(now);
+        let commit = Commit {
+            state: self.state.clone(),
+            errors: errors.clone(),
+            events,
+        };
+        self.eng
+            .store
+            .commit(&self.job, &self.lease, now, commit)
+            .await?;
+        for w in errors {
+            match w {
+                ErrorWrite::Put(item) => {
+                    if item.status.is_unresolved() {
+                        self.unresolved.insert(item.key, item.seq);
+                    } else {
+                        self.unresolved.remove(&item.key);
+                    }
+                }
+                ErrorWrite::Resolve { key, by_seq, .. } => {
+                    if self.unresolved.get(&key).is_some_and(|s| *s <= by_seq) {
+                        self.unresolved.remove(&key);
+                        self.counts.errors_resolved += 1;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves the open item of an accepted key, if there is one to resolve.
+    pub fn resolve_write(&self, key: &RecordKey, seq: Seq) -> Option<ErrorWrite> {
+        self.unresolved
+            .get(key)
+            .filter(|s| **s <= seq)
+            .map(|_| ErrorWrite::Resolve {
+                key: key.clone(),
+                by_seq: seq,
+                at: self.now(),
+            })
+    }
+
+    /// The ExportErrors item after `record` failed with `error` (a new failure episode
+    /// starts fresh; a repeat counts one more attempt).
+    pub async fn failed_item(
+        &self,
+        record: &Record,
+        error: &RecordError,
+        from_retry: bool,
+    ) -> Flow<ExportErrorItem> {
+        let now = self.now();
+        let existing = if self.unresolved.contains_key(&record.key) {
+            self.eng.store.get_error(&self.job, &record.key).await?
+        } else {
+            None
+        };
+        Ok(match existing {
+            Some(mut item) if item.status.is_unresolved() && item.seq <= record.seq => {
+                if item.seq != record.seq {
+                    item.seq = record.seq;
+                    item.fields = record.fields.clone();
+                    item.retry_attempts = 0;
+                    item.status = ErrorStatus::Open;
+                }
+                item.error = error.clone();
+                item.attempts += 1;
+                if from_retry {
+                    item.retry_attempts += 1;
+                    if item.retry_attempts >= self.settings.max_retry_attempts {
+                        item.status = ErrorStatus::Parked;
+                    }
+                }
+                item.last_seen = now;
+                item.last_attempt_at = now;
+                item
+            }
+            _ => ExportErrorItem {
+                key: record.key.clone(),
+                seq: record.seq,
+                fields: record.fields.clone(),
+                error: error.clone(),
+                status: ErrorStatus::Open,
+                attempts: 1,
+                retry_attempts: 0,
+                first_seen: now,
+                last_seen: now,
+                last_attempt_at: now,
+                resolved_at: None,
+                resolved_by_seq: None,
+            },
+        })
+    }
+
+    /// Ends the run: records the run event with the final state, publishes what is
+    /// pending, gives the lease back.
+    pub async fn finish(mut self, mut outcome: RunOutcome) -> RunReport {
+        if outcome != RunOutcome::LeaseLost {
+            let (kind, detail) = match &outcome {
+                RunOutcome::RequestFailed { code, message } => (
+                    EventKind::ExportRunFailed,
+                    serde_json::json!({"run_kind": self.kind, "code": code, "message": message, "counts": self.counts}),
+                ),
+                _ if self.kind == RunKind::Retry => (
+                    EventKind::ExportErrorsRetried,
+                    serde_json::json!({"outcome": outcome, "counts": self.counts}),
+                ),
+                _ => (
+                    EventKind::ExportRunCompleted,
+                    serde_json::json!({"outcome": outcome, "counts": self.counts, "cursor": self.state.cursor}),
+                ),
+            };
+            let event = self.event(kind, detail);
+            match self.commit(Vec::new(), vec![event]).await {
+                Ok(()) => {}
+                Err(Stop::Outcome(RunOutcome::LeaseLost)) => outcome = RunOutcome::LeaseLost,
+                Err(e) => tracing::warn!(job = %self.job, error = ?e, "final commit failed"),
+            }
+            publish_pending(&self.eng, &self.job.tenant).await;
+            if let Err(e) = self.eng.store.release_lease(&self.job, &self.lease).await {
+                tracing::warn!(job = %self.job, error = %e, "releasing the lease failed; it expires by itself");
+            }
+        }
+        let report = RunReport {
+            run_id: self.opts.run_id.clone(),
+            kind: self.kind,
+            job: self.job.clone(),
+            outcome,
+            counts: self.counts.clone(),
+            cursor_before: self.cursor_before,
+            cursor_after: self.state.cursor,
+            started_at: self.started_at,
+            finished_at: self.now(),
+        };
+        tracing::info!(
+            tenant = %self.job.tenant, job = %self.job.job, run_id = %self.opts.run_id,
+            outcome = report.outcome.name(), sent = report.counts.sent, accepted = report.counts.accepted,
+            record_errors = report.counts.record_errors, api_calls = report.counts.api_calls,
+            cursor = report.cursor_after, "run finished"
+        );
+        report
+    }
+
+    /// Gives the lease back after a store failure; nothing else can be trusted then.
+    pub async fn abandon(self) {
+        let _ = self.eng.store.release_lease(&self.job, &self.lease).await;
+    }
+}
+
+pub(super) async fn load_settings(
+    eng: &Engine<'_>,
+    tenant: &TenantId,
+) -> Result<Settings, EngineError> {
+    Ok(eng
+        .store
+        .get_settings(tenant)
+        .await?
+        .map(|v| v.settings)
+        .unwrap_or_default())
+}
+
+/// Publishes the outbox (at least once: a crash before `mark_published` republishes).
+pub(super) async fn publish_pending(eng: &Engine<'_>, tenant: &TenantId) {
+    let pending = match eng.store.pending_events(tenant).await {
+        Ok(p) if p.is_empty() => return,
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(%tenant, error = %e, "reading the outbox failed");
+            return;
+        }
+    };
+    match eng.events.publish(&pending).await {
+        Ok(()) => {
+            let ids: Vec<String> = pending.iter().map(|e| e.id.clone()).collect();
+            if let Err(e) = eng.store.mark_published(tenant, &ids).await {
+                tracing::warn!(%tenant, error = %e, "marking events published failed; they will be sent again");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(%tenant, error = %e, "publishing events failed; they stay in the outbox")
+        }
+    }
+}
+
+pub(super) fn to_chrono(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}

@@ -1,0 +1,225 @@
+//! A small world for engine tests: memory store, fake CRM, recording publisher, fake clock.
+#![allow(dead_code)]
+
+pub mod crash;
+
+use crm_export_core::engine::{Engine, EngineConfig, RunOptions, RunReport};
+use crm_export_core::events::RecordingPublisher;
+use crm_export_core::ports::*;
+use crm_export_core::store::MemoryStore;
+use crm_export_core::testing::{FakeClock, FakeCrm};
+use crm_export_core::*;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const EXT: &str = "Ext_Id__c";
+
+pub struct World {
+    pub store: MemoryStore,
+    pub crm: FakeCrm,
+    pub events: RecordingPublisher,
+    pub clock: Arc<FakeClock>,
+    pub config: EngineConfig,
+    pub job: JobRef,
+    pub deadline: Option<Timestamp>,
+}
+
+pub fn key(s: &str) -> RecordKey {
+    RecordKey::from_external_id(s, false).unwrap()
+}
+
+pub fn failure(kind: RequestFailureKind, code: &str) -> RequestFailure {
+    RequestFailure::new(kind, code, format!("{code} happened"))
+}
+
+impl World {
+    pub async fn new() -> Self {
+        Self::with(|_| {}).await
+    }
+
+    pub async fn with(tune: impl FnOnce(&mut EngineConfig)) -> Self {
+        let clock = Arc::new(FakeClock::default());
+        let mut config = EngineConfig {
+            transient_backoff: Duration::from_millis(100),
+            ..EngineConfig::default()
+        };
+        tune(&mut config);
+        let w = World {
+            store: MemoryStore::new(),
+            crm: FakeCrm::with_clock(clock.clone()),
+            events: RecordingPublisher::new(),
+            clock,
+            config,
+            job: JobRef::new(
+                TenantId::new("acme").unwrap(),
+                JobId::new("contacts").unwrap(),
+            ),
+            deadline: None,
+        };
+        let def = JobDefinition {
+            job_id: w.job.job.clone(),
+            object: "Contact".into(),
+            external_id_field: EXT.into(),
+            key_field: None,
+            key_case_insensitive: false,
+            field_map: Default::default(),
+        };
+        w.store.put_job(&w.job.tenant, def).await.unwrap();
+        w.settings(|s| s.export_to_crm = true).await;
+        w
+    }
+
+    pub fn engine(&self) -> Engine<'_> {
+        Engine::new(
+            &self.store,
+            &self.crm,
+            &self.events,
+            self.clock.as_ref(),
+            &self.config,
+        )
+    }
+
+    pub fn now(&self) -> Timestamp {
+        Clock::now(self.clock.as_ref())
+    }
+
+    pub fn opts(&self) -> RunOptions {
+        RunOptions::new(
+            self.deadline
+                .unwrap_or_else(|| self.now() + chrono::Duration::minutes(14)),
+        )
+    }
+
+    /// Changes the tenant's settings directly (the rules are tested elsewhere).
+    pub async fn settings(&self, change: impl FnOnce(&mut Settings)) {
+        let current = self.store.get_settings(&self.job.tenant).await.unwrap();
+        let (old, version) = current.map(|v| (v.settings, v.version)).unwrap_or_default();
+        let mut new = old.clone();
+        change(&mut new);
+        let ch = SettingsChange {
+            version: version + 1,
+            at: self.now(),
+            actor: "test".into(),
+            old,
+            new,
+            acknowledged_data_inconsistency: true,
+        };
+        let ev = Event {
+            id: uuid::Uuid::new_v4().to_string(),
+            kind: EventKind::SettingsChanged,
+            tenant: self.job.tenant.clone(),
+            job: None,
+            at: self.now(),
+            detail: json!({}),
+        };
+        self.store
+            .put_settings(&self.job.tenant, version, ch, ev)
+            .await
+            .unwrap();
+    }
+
+    pub async fn pause(&self, on: bool) {
+        self.settings(|s| s.pause_on_export_errors = on).await;
+    }
+
+    pub async fn batch_size(&self, n: u32) {
+        self.settings(|s| s.batch_size = BatchSize::new(n).unwrap())
+            .await;
+    }
+
+    /// Enqueues one version of `k`; `_v` carries the seq so the fake CRM can spot stale
+    /// overwrites.
+    pub async fn put(&self, k: &str) -> Seq {
+        let head = self.store.head(&self.job).await.unwrap();
+        let fields = json!({EXT: k, "Name": format!("name of {k}"), "_v": head + 1});
+        let rec = NewRecord {
+            key: key(k),
+            fields: fields.as_object().unwrap().clone(),
+        };
+        self.store
+            .enqueue(&self.job, vec![rec], self.now())
+            .await
+            .unwrap()[0]
+    }
+
+    pub async fn put_all(&self, keys: &[&str]) -> Vec<Seq> {
+        let mut out = Vec::new();
+        for k in keys {
+            out.push(self.put(k).await);
+        }
+        out
+    }
+
+    pub async fn put_n(&self, prefix: &str, n: usize) -> Vec<String> {
+        let keys: Vec<String> = (0..n).map(|i| format!("{prefix}{i:04}")).collect();
+        for k in &keys {
+            self.put(k).await;
+        }
+        keys
+    }
+
+    pub async fn export(&self) -> RunReport {
+        self.engine()
+            .run_export(&self.job, &self.opts())
+            .await
+            .expect("export run")
+    }
+
+    pub async fn retry(&self) -> RunReport {
+        self.engine()
+            .run_retry(&self.job, &self.opts())
+            .await
+            .expect("retry run")
+    }
+
+    pub async fn state(&self) -> JobState {
+        self.store.load_state(&self.job).await.unwrap()
+    }
+
+    pub async fn item(&self, k: &str) -> Option<ExportErrorItem> {
+        self.store.get_error(&self.job, &key(k)).await.unwrap()
+    }
+
+    pub async fn items(&self) -> Vec<ExportErrorItem> {
+        let mut all = Vec::new();
+        let mut page = None;
+        loop {
+            let p = self
+                .store
+                .list_errors(&self.job, &ErrorFilter::default(), page.as_deref(), 100)
+                .await
+                .unwrap();
+            all.extend(p.items);
+            match p.next {
+                Some(n) => page = Some(n),
+                None => break,
+            }
+        }
+        all
+    }
+
+    pub fn published(&self, kind: EventKind) -> Vec<Event> {
+        self.events
+            .events()
+            .into_iter()
+            .filter(|e| e.kind == kind)
+            .collect()
+    }
+
+    pub fn assert_crm_clean(&self) {
+        assert_eq!(
+            self.crm.violations(),
+            Vec::<String>::new(),
+            "the CRM saw a broken rule"
+        );
+    }
+
+    pub fn advance(&self, d: Duration) {
+        self.clock.advance(d);
+    }
+
+    pub fn advance_hours(&self, h: i64) {
+        self.clock.advance(Duration::from_secs(h as u64 * 3600));
+    }
+}
