@@ -46,12 +46,27 @@ impl EngineError {
     }
 }
 
+/// Told about a run's progress after every committed batch (a progress bar, metrics).
+pub trait RunObserver: Send + Sync {
+    fn batch_committed(&self, counts: &RunCounts, cursor: crate::domain::Seq);
+}
+
 /// What one run is given besides the ports.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RunOptions {
     pub run_id: RunId,
     /// The run stops cleanly (cursor committed, lease released) before this time.
     pub deadline: Timestamp,
+    pub observer: Option<std::sync::Arc<dyn RunObserver>>,
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("run_id", &self.run_id)
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RunOptions {
@@ -59,7 +74,12 @@ impl RunOptions {
         Self {
             run_id: RunId::random(),
             deadline,
+            observer: None,
         }
+    }
+    pub fn with_observer(mut self, observer: std::sync::Arc<dyn RunObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 }
 

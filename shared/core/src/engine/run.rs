@@ -302,6 +302,9 @@ impl<'a> Run<'a> {
             .store
             .commit(&self.job, &self.lease, now, commit)
             .await?;
+        if let Some(o) = &self.opts.observer {
+            o.batch_committed(&self.counts, self.state.cursor);
+        }
         for w in errors {
             match w {
                 ErrorWrite::Put(item) => {
