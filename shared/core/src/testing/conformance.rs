@@ -7,11 +7,21 @@
 //! `tokio` as a (dev-)dependency (the generated tests are `#[tokio::test]`s), and in an
 //! integration test write:
 //!
-//! ```ignore
-//! crm_export_core::conformance_tests!(|ctx: crm_export_core::testing::conformance::StoreContext| async move {
+//! ```text
+//! use crm_export_core::testing::conformance::StoreContext;
+//!
+//! // A closure ...
+//! crm_export_core::conformance_tests!(|ctx: StoreContext| async move {
 //!     SqliteStore::open(ctx.temp_dir().join("store.db")).expect("open the store")
 //! });
+//!
+//! // ... or an async fn (handy when building the store takes several steps):
+//! async fn make_store(ctx: StoreContext) -> DynamoStore { ... }
+//! crm_export_core::conformance_tests!(make_store);
 //! ```
+//!
+//! Each invocation defines the test functions in the current module, so wrap it in a `mod`
+//! to run the suite twice in one file (e.g. against two configurations).
 //!
 //! The macro expands to one `#[tokio::test]` per case, named after the case, so a failure
 //! names the broken behaviour. The factory is called once per test with a fresh
@@ -632,8 +642,9 @@ pub async fn latest_seqs_returns_newest_version_per_key<S: StateStore + 'static>
         .enqueue(&job, vec![mk(&key("x"), 4), mk(&folded, 5)], t0())
         .await
         .unwrap();
+    // Two versions of one key in one batch: the later one is the newer.
     store
-        .enqueue(&job, vec![mk(&key("y"), 6)], t0())
+        .enqueue(&job, vec![mk(&key("y"), 6), mk(&key("y"), 7)], t0())
         .await
         .unwrap();
     let latest = store
@@ -651,7 +662,7 @@ pub async fn latest_seqs_returns_newest_version_per_key<S: StateStore + 'static>
     assert!(store.latest_seqs(&job, &[]).await.unwrap().is_empty());
     assert_eq!(
         store.latest_seqs(&job, &[key("y")]).await.unwrap(),
-        HashMap::from([(key("y"), 6)])
+        HashMap::from([(key("y"), 7)])
     );
     // Many keys at once (stores may have to chunk their lookups).
     let many: Vec<NewRecord> = (0..120).map(|n| simple(&format!("m{n}"), n)).collect();
@@ -659,8 +670,8 @@ pub async fn latest_seqs_returns_newest_version_per_key<S: StateStore + 'static>
     let wanted: Vec<RecordKey> = (0..120).map(|n| key(&format!("m{n}"))).collect();
     let latest = store.latest_seqs(&job, &wanted).await.unwrap();
     assert_eq!(latest.len(), 120);
-    assert_eq!(latest[&key("m0")], 7);
-    assert_eq!(latest[&key("m119")], 126);
+    assert_eq!(latest[&key("m0")], 8);
+    assert_eq!(latest[&key("m119")], 127);
 }
 
 pub async fn fresh_job_has_default_state_and_empty_queue<S: StateStore + 'static>(store: Arc<S>) {

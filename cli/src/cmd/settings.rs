@@ -1,0 +1,215 @@
+//! `crmx settings show|set|history`. Changes go through `apply_patch` (the one
+//! implementation of the SPEC §3 rules, shared with the settings API) and are written with
+//! the version they were based on, so a concurrent change is refused, not overwritten.
+
+use crate::error::{CliError, CliResult};
+use crate::output::{when, Outcome};
+use crate::state::Local;
+use crm_export_core::ports::Clock;
+use crm_export_core::{
+    apply_patch, Event, EventKind, Settings, SettingsChange, SettingsPatch, TenantId,
+    DATA_INCONSISTENCY_WARNING,
+};
+use serde::Serialize;
+use serde_json::json;
+
+/// The stored settings and their version (defaults at version 0 when never saved).
+pub async fn current(local: &Local, tenant: &TenantId) -> CliResult<(Settings, u64)> {
+    Ok(local
+        .store
+        .get_settings(tenant)
+        .await?
+        .map(|v| (v.settings, v.version))
+        .unwrap_or_default())
+}
+
+pub async fn show(local: &Local, tenant: &TenantId) -> CliResult<Outcome> {
+    let (s, version) = current(local, tenant).await?;
+    Ok(Outcome::ok(
+        human_settings(tenant, &s, version),
+        json!({"tenant": tenant, "version": version, "settings": s}),
+    ))
+}
+
+fn human_settings(tenant: &TenantId, s: &Settings, version: u64) -> String {
+    let on = |b: bool| if b { "on" } else { "off" };
+    let mut out = format!("settings of tenant {tenant} (version {version})\n");
+    out.push_str(&format!("  export_to_crm           {}\n", on(s.export_to_crm)));
+    if s.export_to_crm {
+        out.push_str(&format!(
+            "  pause_on_export_errors  {}\n",
+            on(s.pause_on_export_errors)
+        ));
+    } else {
+        // SPEC §3: only visible while exporting is on.
+        out.push_str("  pause_on_export_errors  (hidden while export_to_crm is off)\n");
+    }
+    out.push_str(&format!("  batch_size              {}\n", s.batch_size.get()));
+    out.push_str(&format!("  daily_api_limit         {}\n", s.daily_api_limit));
+    out.push_str(&format!("  max_retry_attempts      {}", s.max_retry_attempts));
+    out
+}
+
+/// What one change did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Changed {
+    pub tenant: TenantId,
+    pub changed: bool,
+    pub version: u64,
+    pub old: Settings,
+    pub new: Settings,
+    pub acknowledged_data_inconsistency: bool,
+    /// The data-inconsistency warning, when this change turned pause off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<&'static str>,
+}
+
+/// Applies `patch` under the rules and stores it on top of the version read (or
+/// `if_version`), recording who changed what.
+pub async fn change(
+    local: &Local,
+    tenant: &TenantId,
+    actor: &str,
+    patch: &SettingsPatch,
+    if_version: Option<u64>,
+) -> CliResult<Changed> {
+    let (old, version) = current(local, tenant).await?;
+    if let Some(expected) = if_version {
+        if expected != version {
+            return Err(CliError::refused(
+                "version_conflict",
+                format!(
+                    "the settings are at version {version}, not {expected}: someone changed them; \
+                     read them again (crmx settings show) and retry"
+                ),
+            ));
+        }
+    }
+    let (new, acknowledged) = apply_patch(&old, patch)?;
+    let warning = (old.pause_on_export_errors && !new.pause_on_export_errors)
+        .then_some(DATA_INCONSISTENCY_WARNING);
+    if new == old {
+        return Ok(Changed {
+            tenant: tenant.clone(),
+            changed: false,
+            version,
+            old,
+            new,
+            acknowledged_data_inconsistency: false,
+            warning: None,
+        });
+    }
+    let now = local.clock.now();
+    let change = SettingsChange {
+        version: version + 1,
+        at: now,
+        actor: actor.to_owned(),
+        old: old.clone(),
+        new: new.clone(),
+        acknowledged_data_inconsistency: acknowledged,
+    };
+    let event = Event {
+        id: uuid::Uuid::new_v4().to_string(),
+        kind: EventKind::SettingsChanged,
+        tenant: tenant.clone(),
+        job: None,
+        at: now,
+        detail: json!({
+            "version": version + 1,
+            "actor": actor,
+            "old": old,
+            "new": new,
+            "acknowledged_data_inconsistency": acknowledged,
+        }),
+    };
+    let stored = local
+        .store
+        .put_settings(tenant, version, change, event)
+        .await?;
+    Ok(Changed {
+        tenant: tenant.clone(),
+        changed: true,
+        version: stored,
+        old,
+        new,
+        acknowledged_data_inconsistency: acknowledged,
+        warning,
+    })
+}
+
+pub async fn set(
+    local: &Local,
+    tenant: &TenantId,
+    actor: &str,
+    patch: &SettingsPatch,
+    if_version: Option<u64>,
+) -> CliResult<Outcome> {
+    let c = change(local, tenant, actor, patch, if_version).await?;
+    let mut human = if c.changed {
+        format!(
+            "Settings changed (version {}) by {actor}.\n{}",
+            c.version,
+            human_settings(tenant, &c.new, c.version)
+        )
+    } else {
+        format!(
+            "Nothing to change: the settings already are so (version {}).",
+            c.version
+        )
+    };
+    if let Some(w) = c.warning {
+        human = format!("warning: {w}\n{human}");
+    }
+    Ok(Outcome::ok(human, serde_json::to_value(&c).unwrap_or_default()))
+}
+
+pub async fn history(local: &Local, tenant: &TenantId, limit: usize) -> CliResult<Outcome> {
+    let page = local.store.settings_history(tenant, None, limit).await?;
+    let human = if page.items.is_empty() {
+        format!("No recorded settings changes for tenant {tenant}.")
+    } else {
+        page.items
+            .iter()
+            .map(|c| {
+                format!(
+                    "version {} at {} by {}{}: {}",
+                    c.version,
+                    when(Some(c.at)),
+                    c.actor,
+                    if c.acknowledged_data_inconsistency {
+                        " (data inconsistency acknowledged)"
+                    } else {
+                        ""
+                    },
+                    diff(&c.old, &c.new)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    Ok(Outcome::ok(
+        human,
+        json!({"tenant": tenant, "changes": page.items, "more": page.next.is_some()}),
+    ))
+}
+
+/// `field old -> new` for every setting that changed.
+fn diff(old: &Settings, new: &Settings) -> String {
+    let (a, b) = (
+        serde_json::to_value(old).unwrap_or_default(),
+        serde_json::to_value(new).unwrap_or_default(),
+    );
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return String::new();
+    };
+    let parts: Vec<String> = b
+        .iter()
+        .filter(|(k, v)| a.get(*k) != Some(*v))
+        .map(|(k, v)| format!("{k} {} -> {v}", a.get(k).cloned().unwrap_or_default()))
+        .collect();
+    if parts.is_empty() {
+        "no change".into()
+    } else {
+        parts.join(", ")
+    }
+}

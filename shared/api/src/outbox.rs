@@ -1,0 +1,46 @@
+//! Publishes a tenant's outbox after a state change (the settings write records its
+//! `SettingsChanged` event in the outbox in the same write). At least once: an event is
+//! marked published only after the publisher took it, and one that failed stays for the
+//! next publisher (this API's next write, or the tenant's next run).
+
+use crm_export_core::ports::{EventPublisher, Outbox};
+use crm_export_core::TenantId;
+
+/// What one pass over the outbox did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Published {
+    pub published: usize,
+    /// Events left in the outbox because publishing or marking them failed.
+    pub left: usize,
+}
+
+/// Publishes every pending event of the tenant. Failures are logged, not returned: the
+/// change they describe is already stored and the events stay pending.
+pub async fn publish_outbox<S>(store: &S, events: &dyn EventPublisher, tenant: &TenantId) -> Published
+where
+    S: Outbox + ?Sized,
+{
+    let pending = match store.pending_events(tenant).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(%tenant, error = %e, "reading the outbox failed; its events are published later");
+            return Published::default();
+        }
+    };
+    if pending.is_empty() {
+        return Published::default();
+    }
+    if let Err(e) = events.publish(&pending).await {
+        tracing::warn!(%tenant, error = %e, pending = pending.len(), "publishing events failed; they stay in the outbox");
+        return Published { published: 0, left: pending.len() };
+    }
+    let ids: Vec<String> = pending.iter().map(|e| e.id.clone()).collect();
+    match store.mark_published(tenant, &ids).await {
+        Ok(()) => Published { published: ids.len(), left: 0 },
+        Err(e) => {
+            // Published but not marked: they go out again (consumers de-duplicate by id).
+            tracing::warn!(%tenant, error = %e, "marking events published failed; they will be published again");
+            Published { published: ids.len(), left: ids.len() }
+        }
+    }
+}
