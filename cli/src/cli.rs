@@ -23,6 +23,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Directory holding the local state (the SQLite file) [default: .crmx]
     #[arg(long, global = true, env = "CRMX_STATE_DIR", value_name = "DIR")]
@@ -118,13 +119,13 @@ pub struct DefineArgs {
 }
 
 #[derive(Debug, Args)]
-#[group(id = "crm", required = true, multiple = false)]
+#[group(id = "crm_target", required = true, multiple = false)]
 pub struct CrmArgs {
     /// A JSON Salesforce connection (login_url, credentials, optional extra_root_ca_pem)
-    #[arg(long, value_name = "FILE", group = "crm")]
+    #[arg(long, value_name = "FILE", group = "crm_target")]
     pub crm: Option<PathBuf>,
     /// A simulator's URL (`crmx sim`); uses the demo org's client credentials
-    #[arg(long, value_name = "URL", group = "crm")]
+    #[arg(long, value_name = "URL", group = "crm_target")]
     pub sim: Option<String>,
 }
 
@@ -206,6 +207,9 @@ pub struct SettingsSetArgs {
     /// Failed retry runs after which an ExportErrors item is parked
     #[arg(long)]
     pub max_retry_attempts: Option<u32>,
+    /// CRM requests the tenant keeps in flight at once, all jobs together
+    #[arg(long)]
+    pub max_in_flight: Option<u32>,
     /// Accept that turning pause off can leave the CRM inconsistent with the source
     #[arg(long)]
     pub acknowledge_data_inconsistency: bool,

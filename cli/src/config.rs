@@ -17,7 +17,6 @@ use std::time::Duration;
 /// Not a secret: it only opens a local simulator.
 pub const SIM_CLIENT_ID: &str = "crmx-demo-client";
 pub const SIM_CLIENT_SECRET: &str = "crmx-demo-secret";
-pub const SIM_REFRESH_TOKEN: &str = "crmx-demo-refresh-token";
 
 /// The state dir used when neither `--state-dir` nor `CRMX_STATE_DIR` is given.
 pub const DEFAULT_STATE_DIR: &str = ".crmx";
@@ -204,6 +203,7 @@ fn command(c: Command) -> CliResult<Cmd> {
                 batch_size: a.batch_size,
                 daily_api_limit: a.daily_api_limit,
                 max_retry_attempts: a.max_retry_attempts,
+                max_in_flight: a.max_in_flight,
                 acknowledge_data_inconsistency: a.acknowledge_data_inconsistency.then_some(true),
             },
             if_version: a.if_version,
@@ -314,10 +314,20 @@ fn read_crm_file(path: &Path) -> CliResult<SalesforceConfig> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         CliError::bad_input(format!("cannot read --crm file {}: {e}", path.display()))
     })?;
-    // serde's message names the field and position, never the secret values.
     serde_json::from_str(&text).map_err(|e| {
+        // "invalid type: string \"...\"" would echo a value, maybe a secret: say where only.
+        let msg = e.to_string();
+        let why = if msg.starts_with("invalid type") || msg.starts_with("invalid value") {
+            format!(
+                "a value has the wrong type at line {}, column {}",
+                e.line(),
+                e.column()
+            )
+        } else {
+            msg
+        };
         CliError::bad_input(format!(
-            "--crm file {} is not a Salesforce connection: {e}",
+            "--crm file {} is not a Salesforce connection: {why}",
             path.display()
         ))
     })
@@ -428,14 +438,38 @@ mod tests {
             format_from_extension(Path::new("x.csv")).unwrap(),
             FileFormat::Csv
         );
-        assert_eq!(format_from_extension(Path::new("x.txt")).unwrap_err().exit.code(), 3);
+        assert_eq!(
+            format_from_extension(Path::new("x.txt"))
+                .unwrap_err()
+                .exit
+                .code(),
+            3
+        );
+    }
+
+    #[test]
+    fn a_bad_crm_file_is_explained_without_echoing_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("crm.json");
+        std::fs::write(
+            &path,
+            r#"{"login_url":"https://x","credentials":{"grant":"client_credentials","client_id":"a","client_secret":["s3cr3t-value"]}}"#,
+        )
+        .unwrap();
+        let e = read_crm_file(&path).unwrap_err();
+        assert_eq!(e.exit.code(), 3);
+        assert!(!e.message.contains("s3cr3t-value"), "{}", e.message);
+        assert!(e.message.contains("wrong type at line 1"), "{}", e.message);
+        std::fs::write(&path, r#"{"credentials":{}}"#).unwrap();
+        let e = read_crm_file(&path).unwrap_err();
+        assert!(e.message.contains("missing field"), "{}", e.message);
     }
 
     #[test]
     fn the_demo_org_holds_the_sim_credentials() {
         // `--sim` relies on these; the demo org file is the simulator's, so check they agree.
         let org = include_str!("../../simulator/orgs/demo-contacts.json");
-        for needle in [SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_REFRESH_TOKEN] {
+        for needle in [SIM_CLIENT_ID, SIM_CLIENT_SECRET] {
             assert!(org.contains(needle), "{needle} not in the demo org");
         }
     }

@@ -101,13 +101,19 @@ mod tests {
         std::fs::write(&path, serde_json::to_string(&cfg).unwrap()).unwrap();
         let sink = FileCredentialSink::new(&path);
         sink.refresh_token_rotated("rt-1", "rt-2").await.unwrap();
-        assert_eq!(sink.latest_refresh_token().await.unwrap().as_deref(), Some("rt-2"));
+        assert_eq!(
+            sink.latest_refresh_token().await.unwrap().as_deref(),
+            Some("rt-2")
+        );
         // A rotation from a token the file no longer holds (another process rotated first)
         // must not overwrite the newer one.
         assert_eq!(
             sink.refresh_token_rotated("rt-1", "rt-3").await,
             Err(SinkError::Conflict)
         );
-        assert_eq!(sink.latest_refresh_token().await.unwrap().as_deref(), Some("rt-2"));
+        assert_eq!(
+            sink.latest_refresh_token().await.unwrap().as_deref(),
+            Some("rt-2")
+        );
     }
 }

@@ -186,7 +186,11 @@ mod tests {
             assert!(EXIT_CODES_HELP.contains(&line), "{e:?} missing from help");
         }
         let listed = EXIT_CODES_HELP.lines().skip(1).count();
-        assert_eq!(listed, all.len(), "help lists a code that Exit does not have");
+        assert_eq!(
+            listed,
+            all.len(),
+            "help lists a code that Exit does not have"
+        );
     }
 
     #[test]
@@ -196,7 +200,10 @@ mod tests {
             found: 2,
         }
         .into();
-        assert_eq!((e.exit, e.code.as_str()), (Exit::Refused, "version_conflict"));
+        assert_eq!(
+            (e.exit, e.code.as_str()),
+            (Exit::Refused, "version_conflict")
+        );
         let e: CliError = StoreError::Unavailable("disk".into()).into();
         assert_eq!(e.exit.code(), 6);
     }

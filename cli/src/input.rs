@@ -35,7 +35,11 @@ impl std::fmt::Display for Origin {
 }
 
 /// Reads and checks every record of `path` for job `def`.
-pub fn read_file(path: &Path, format: FileFormat, def: &JobDefinition) -> CliResult<Vec<NewRecord>> {
+pub fn read_file(
+    path: &Path,
+    format: FileFormat,
+    def: &JobDefinition,
+) -> CliResult<Vec<NewRecord>> {
     let bytes = std::fs::read(path)
         .map_err(|e| CliError::bad_input(format!("cannot read {}: {e}", path.display())))?;
     let text = String::from_utf8(bytes).map_err(|e| {
@@ -50,7 +54,11 @@ pub fn read_file(path: &Path, format: FileFormat, def: &JobDefinition) -> CliRes
 
 /// Parses and checks the records of one file's text. The error message says what is wrong
 /// and where; nothing has been queued when it is returned.
-pub fn parse(text: &str, format: FileFormat, def: &JobDefinition) -> Result<Vec<NewRecord>, String> {
+pub fn parse(
+    text: &str,
+    format: FileFormat,
+    def: &JobDefinition,
+) -> Result<Vec<NewRecord>, String> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let raw = match format {
         FileFormat::Tree => parse_tree(text)?,
@@ -144,9 +152,7 @@ fn parse_tree(text: &str) -> Result<Vec<(Origin, Value)>, String> {
             }
         },
         _ => {
-            return Err(
-                "not an sObject Tree file: expected {\"records\": [...]} at the top".into(),
-            )
+            return Err("not an sObject Tree file: expected {\"records\": [...]} at the top".into())
         }
     };
     Ok(records
@@ -178,7 +184,10 @@ fn parse_ndjson(text: &str) -> Result<Vec<(Origin, Value)>, String> {
         }
         let line_no = i as u64 + 1;
         let value: Value = serde_json::from_str(line).map_err(|e| {
-            format!("malformed JSON at line {line_no}, column {}: {e}", e.column())
+            format!(
+                "malformed JSON at line {line_no}, column {}: {e}",
+                e.column()
+            )
         })?;
         out.push((
             Origin {
@@ -276,19 +285,30 @@ mod tests {
         let e = parse(text, FileFormat::Tree, &job(false)).unwrap_err();
         assert!(e.contains("2 of 3 records are invalid"), "{e}");
         assert!(e.contains("record #2 (R2): has no External_Id__c"), "{e}");
-        assert!(e.contains("record #3 (R3): has an empty External_Id__c"), "{e}");
+        assert!(
+            e.contains("record #3 (R3): has an empty External_Id__c"),
+            "{e}"
+        );
     }
 
     #[test]
     fn records_of_another_object_are_refused() {
         let text = r#"{"records":[{"attributes":{"type":"Account"},"External_Id__c":"1"}]}"#;
         let e = parse(text, FileFormat::Tree, &job(false)).unwrap_err();
-        assert!(e.contains("is a Account record, but job contacts exports Contact"), "{e}");
+        assert!(
+            e.contains("is a Account record, but job contacts exports Contact"),
+            "{e}"
+        );
     }
 
     #[test]
     fn malformed_json_names_the_line() {
-        let e = parse("{\"records\": [\n{\"a\": 1,,}\n]}", FileFormat::Tree, &job(false)).unwrap_err();
+        let e = parse(
+            "{\"records\": [\n{\"a\": 1,,}\n]}",
+            FileFormat::Tree,
+            &job(false),
+        )
+        .unwrap_err();
         assert!(e.contains("line 2"), "{e}");
         let e = parse(
             "{\"External_Id__c\":\"1\"}\n\n{\"External_Id__c\": }\n",
@@ -308,11 +328,22 @@ mod tests {
         assert_eq!(recs.len(), 2);
         assert!(!recs[0].fields.contains_key("Email"));
         assert_eq!(recs[1].fields["LastName"], "Doe, Jr.");
-        let e = parse("External_Id__c,LastName\n1,A\n,B\n", FileFormat::Csv, &job(false))
-            .unwrap_err();
-        assert!(e.contains("record #2 (line 3): has no External_Id__c"), "{e}");
-        let e = parse("External_Id__c,LastName\n1,A,extra\n", FileFormat::Csv, &job(false))
-            .unwrap_err();
+        let e = parse(
+            "External_Id__c,LastName\n1,A\n,B\n",
+            FileFormat::Csv,
+            &job(false),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("record #2 (line 3): has no External_Id__c"),
+            "{e}"
+        );
+        let e = parse(
+            "External_Id__c,LastName\n1,A,extra\n",
+            FileFormat::Csv,
+            &job(false),
+        )
+        .unwrap_err();
         assert!(e.contains("line 2"), "{e}");
         let e = parse("{\"records\":[]}\n", FileFormat::Csv, &job(false)).unwrap_err();
         assert!(e.contains("looks like JSON"), "{e}");

@@ -21,6 +21,7 @@ use config::{Config, Output};
 use error::{CliError, Exit};
 use output::Outcome;
 use std::ffi::OsString;
+use std::io::Write;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -42,28 +43,25 @@ fn main() -> ExitCode {
 }
 
 fn print_outcome(o: &Outcome, output: Output) {
-    if o.printed {
-        if !output.json && !output.quiet && !o.human.is_empty() {
-            println!("{}", o.human);
-        }
-        return;
-    }
-    if output.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&o.json).unwrap_or_else(|_| o.json.to_string())
-        );
-    } else if !output.quiet && !o.human.is_empty() {
-        println!("{}", o.human);
+    let text = if output.json {
+        // A command that printed its JSON document already (sim) has nothing to add.
+        (!o.printed)
+            .then(|| serde_json::to_string_pretty(&o.json).unwrap_or_else(|_| o.json.to_string()))
+    } else {
+        (!output.quiet && !o.human.is_empty()).then(|| o.human.clone())
+    };
+    if let Some(text) = text {
+        // A closed pipe (`crmx status | head`) is not worth a panic.
+        let _ = writeln!(std::io::stdout(), "{text}");
     }
 }
 
 fn print_error(e: &CliError, output: Output) {
     if output.json {
         // The one JSON document of the command, on stdout like any other.
-        println!("{}", e.to_json());
+        let _ = writeln!(std::io::stdout(), "{}", e.to_json());
     } else {
-        eprintln!("error[{}]: {}", e.code, e.message);
+        let _ = writeln!(std::io::stderr(), "error[{}]: {}", e.code, e.message);
     }
 }
 
@@ -98,6 +96,11 @@ fn clap_outcome(e: clap::Error) -> Result<Outcome, CliError> {
             json: serde_json::json!({"help": text}),
             printed: false,
         }),
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => Err(CliError::new(
+            Exit::Usage,
+            "usage",
+            format!("a command is needed\n\n{}", text.trim_end()),
+        )),
         _ => {
             let message = text.trim_end().trim_start_matches("error: ").to_owned();
             Err(CliError::new(Exit::Usage, "usage", message))

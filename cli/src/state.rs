@@ -16,7 +16,6 @@ pub struct Local {
     pub events: RecordingPublisher,
     pub clock: SystemClock,
     pub engine: EngineConfig,
-    pub describe: String,
 }
 
 impl Local {
@@ -37,7 +36,6 @@ impl Local {
             events: RecordingPublisher::new(),
             clock: SystemClock,
             engine: EngineConfig::default(),
-            describe: backend.describe(),
         })
     }
 

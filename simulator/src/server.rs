@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Deref;
 use std::time::Duration;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
@@ -20,7 +20,7 @@ use tower::Service;
 
 use crate::error::SimError;
 use crate::org::OrgDefinition;
-use crate::rest::RestError;
+use crate::rest::{with_limit_info, RestError};
 use crate::sim::Simulator;
 use crate::{admin, collections, limits, oauth, tls, versions};
 
@@ -64,13 +64,14 @@ impl Simulator {
     }
 }
 
-async fn method_not_allowed(method: Method) -> Response {
-    RestError::new(
+async fn method_not_allowed(State(sim): State<Simulator>, method: Method) -> Response {
+    let resp = RestError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "METHOD_NOT_ALLOWED",
         format!("HTTP Method '{method}' not allowed. Allowed are PATCH"),
     )
-    .into_response()
+    .into_response();
+    with_limit_info(&sim.shared, resp)
 }
 
 /// A running simulator. Dereferences to [`Simulator`] for the admin operations. Dropping it

@@ -41,7 +41,10 @@ pub async fn run(
         done.first_seq,
         done.last_seq
     );
-    Ok(Outcome::ok(human, serde_json::to_value(&done).unwrap_or_default()))
+    Ok(Outcome::ok(
+        human,
+        serde_json::to_value(&done).unwrap_or_default(),
+    ))
 }
 
 /// Queues checked records in one store call (all or nothing).

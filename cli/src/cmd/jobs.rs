@@ -15,7 +15,12 @@ pub async fn define(local: &Local, tenant: &TenantId, def: &JobDefinition) -> Cl
         Some(p) if p == def => "Unchanged",
         Some(_) => "Redefined",
     };
-    let human = format!("{verb} job {}/{}: {}", tenant, def.job_id, describe_job(def));
+    let human = format!(
+        "{verb} job {}/{}: {}",
+        tenant,
+        def.job_id,
+        describe_job(def)
+    );
     Ok(Outcome::ok(
         human,
         json!({"tenant": tenant, "job": def, "created": previous.is_none()}),

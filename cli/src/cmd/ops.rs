@@ -28,9 +28,7 @@ pub async fn skip_halted(
 ) -> CliResult<Outcome> {
     job_definition(local, tenant, job).await?;
     let job = job_ref(tenant, job);
-    let item = engine(local)
-        .skip_halted(&job, actor, acknowledged)
-        .await?;
+    let item = engine(local).skip_halted(&job, actor, acknowledged).await?;
     Ok(Outcome::ok(
         format!(
             "Skipped the halted record {} (seq {}) of {job}: its ExportErrors item is parked \

@@ -27,7 +27,15 @@ pub async fn run(
     job_definition(local, &cfg.tenant, job).await?;
     let client = crm::client(target)?;
     let job = job_ref(&cfg.tenant, job);
-    let report = run_once(local, &client, kind, &job, max_duration, cfg.output.chatty()).await?;
+    let report = run_once(
+        local,
+        &client,
+        kind,
+        &job,
+        max_duration,
+        cfg.output.chatty(),
+    )
+    .await?;
     Ok(report_outcome(&report, &local.published()))
 }
 
@@ -143,7 +151,10 @@ pub fn counts_line(r: &RunReport) -> String {
             c.transient_retries, c.split_requests
         ));
     }
-    s.push_str(&format!("; {} batches, {} API calls", c.batches, c.api_calls));
+    s.push_str(&format!(
+        "; {} batches, {} API calls",
+        c.batches, c.api_calls
+    ));
     s
 }
 
@@ -162,6 +173,7 @@ pub fn report_outcome(report: &RunReport, events: &[String]) -> Outcome {
             report.job.job, report.job.job
         ));
     }
-    let json = json!({"report": report, "events": events, "exit_code": exit_of(&report.outcome).code()});
+    let json =
+        json!({"report": report, "events": events, "exit_code": exit_of(&report.outcome).code()});
     Outcome::ok(human, json).with_exit(exit_of(&report.outcome))
 }

@@ -11,7 +11,7 @@ use crm_export_core::{
     DATA_INCONSISTENCY_WARNING,
 };
 use serde::Serialize;
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// The stored settings and their version (defaults at version 0 when never saved).
 pub async fn current(local: &Local, tenant: &TenantId) -> CliResult<(Settings, u64)> {
@@ -34,7 +34,10 @@ pub async fn show(local: &Local, tenant: &TenantId) -> CliResult<Outcome> {
 fn human_settings(tenant: &TenantId, s: &Settings, version: u64) -> String {
     let on = |b: bool| if b { "on" } else { "off" };
     let mut out = format!("settings of tenant {tenant} (version {version})\n");
-    out.push_str(&format!("  export_to_crm           {}\n", on(s.export_to_crm)));
+    out.push_str(&format!(
+        "  export_to_crm           {}\n",
+        on(s.export_to_crm)
+    ));
     if s.export_to_crm {
         out.push_str(&format!(
             "  pause_on_export_errors  {}\n",
@@ -44,9 +47,19 @@ fn human_settings(tenant: &TenantId, s: &Settings, version: u64) -> String {
         // SPEC §3: only visible while exporting is on.
         out.push_str("  pause_on_export_errors  (hidden while export_to_crm is off)\n");
     }
-    out.push_str(&format!("  batch_size              {}\n", s.batch_size.get()));
-    out.push_str(&format!("  daily_api_limit         {}\n", s.daily_api_limit));
-    out.push_str(&format!("  max_retry_attempts      {}", s.max_retry_attempts));
+    out.push_str(&format!(
+        "  batch_size              {}\n",
+        s.batch_size.get()
+    ));
+    out.push_str(&format!(
+        "  daily_api_limit         {}\n",
+        s.daily_api_limit
+    ));
+    out.push_str(&format!(
+        "  max_retry_attempts      {}\n",
+        s.max_retry_attempts
+    ));
+    out.push_str(&format!("  max_in_flight           {}", s.max_in_flight));
     out
 }
 
@@ -114,12 +127,12 @@ pub async fn change(
         tenant: tenant.clone(),
         job: None,
         at: now,
+        // The same detail as the settings API's event, so consumers see one shape.
         detail: json!({
             "version": version + 1,
             "actor": actor,
-            "old": old,
-            "new": new,
             "acknowledged_data_inconsistency": acknowledged,
+            "changes": setting_changes(&old, &new),
         }),
     };
     let stored = local
@@ -160,7 +173,10 @@ pub async fn set(
     if let Some(w) = c.warning {
         human = format!("warning: {w}\n{human}");
     }
-    Ok(Outcome::ok(human, serde_json::to_value(&c).unwrap_or_default()))
+    Ok(Outcome::ok(
+        human,
+        serde_json::to_value(&c).unwrap_or_default(),
+    ))
 }
 
 pub async fn history(local: &Local, tenant: &TenantId, limit: usize) -> CliResult<Outcome> {
@@ -187,25 +203,49 @@ pub async fn history(local: &Local, tenant: &TenantId, limit: usize) -> CliResul
             .collect::<Vec<_>>()
             .join("\n")
     };
+    let entries: Vec<Value> = page
+        .items
+        .iter()
+        .map(|c| {
+            let mut v = serde_json::to_value(c).unwrap_or_default();
+            v["changes"] = Value::Array(setting_changes(&c.old, &c.new));
+            v
+        })
+        .collect();
     Ok(Outcome::ok(
         human,
-        json!({"tenant": tenant, "changes": page.items, "more": page.next.is_some()}),
+        json!({"tenant": tenant, "entries": entries, "more": page.next.is_some()}),
     ))
 }
 
-/// `field old -> new` for every setting that changed.
-fn diff(old: &Settings, new: &Settings) -> String {
-    let (a, b) = (
-        serde_json::to_value(old).unwrap_or_default(),
-        serde_json::to_value(new).unwrap_or_default(),
-    );
-    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
-        return String::new();
+/// `{setting, old, new}` for every setting that differs, in the domain's field order (the
+/// shape the settings API uses in its history and `SettingsChanged` events).
+fn setting_changes(old: &Settings, new: &Settings) -> Vec<Value> {
+    let as_map = |s: &Settings| match serde_json::to_value(s) {
+        Ok(Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
     };
-    let parts: Vec<String> = b
+    let (old, new) = (as_map(old), as_map(new));
+    new.iter()
+        .filter_map(|(setting, n)| {
+            let o = old.get(setting).cloned().unwrap_or(Value::Null);
+            (o != *n).then(|| json!({"setting": setting, "old": o, "new": n}))
+        })
+        .collect()
+}
+
+/// `setting old -> new, ...` for people.
+fn diff(old: &Settings, new: &Settings) -> String {
+    let parts: Vec<String> = setting_changes(old, new)
         .iter()
-        .filter(|(k, v)| a.get(*k) != Some(*v))
-        .map(|(k, v)| format!("{k} {} -> {v}", a.get(k).cloned().unwrap_or_default()))
+        .map(|c| {
+            format!(
+                "{} {} -> {}",
+                c["setting"].as_str().unwrap_or_default(),
+                c["old"],
+                c["new"]
+            )
+        })
         .collect();
     if parts.is_empty() {
         "no change".into()

@@ -34,7 +34,10 @@ pub async fn run(
         tls,
     };
     let handle = sf_simulator::serve(org, opts).await.map_err(|e| {
-        CliError::unavailable("simulator_unavailable", format!("cannot start the simulator: {e}"))
+        CliError::unavailable(
+            "simulator_unavailable",
+            format!("cannot start the simulator: {e}"),
+        )
     })?;
     if let Some(ms) = latency_ms {
         handle.set_latency_ms(ms);
@@ -43,11 +46,17 @@ pub async fn run(
         Some(pem) => {
             let StateBackend::Sqlite { dir } = &cfg.state.backend;
             std::fs::create_dir_all(dir).map_err(|e| {
-                CliError::unavailable("state_unavailable", format!("cannot create {}: {e}", dir.display()))
+                CliError::unavailable(
+                    "state_unavailable",
+                    format!("cannot create {}: {e}", dir.display()),
+                )
             })?;
             let path = dir.join("sim-ca.pem");
             std::fs::write(&path, pem).map_err(|e| {
-                CliError::unavailable("state_unavailable", format!("cannot write {}: {e}", path.display()))
+                CliError::unavailable(
+                    "state_unavailable",
+                    format!("cannot write {}: {e}", path.display()),
+                )
             })?;
             Some(path)
         }
@@ -55,7 +64,9 @@ pub async fn run(
     };
     let url = handle.base_url().to_owned();
     let org_id = handle.org().org_id;
-    let refresh_token = client.as_ref().and_then(|c| c.refresh_tokens.first().cloned());
+    let refresh_token = client
+        .as_ref()
+        .and_then(|c| c.refresh_tokens.first().cloned());
     let banner_json = json!({
         "url": url,
         "token_url": handle.token_url(),
@@ -68,8 +79,9 @@ pub async fn run(
         "ca_cert": ca_file,
         "latency_ms": handle.latency_ms(),
     });
+    let mut stdout = std::io::stdout();
     if cfg.output.json {
-        println!("{banner_json}");
+        let _ = writeln!(stdout, "{banner_json}");
     } else if !cfg.output.quiet {
         let mut s = format!("Salesforce simulator (org {org_id}) serving at {url}\n");
         s.push_str(&format!("  login and instance URL  {url}\n"));
@@ -95,13 +107,13 @@ pub async fn run(
         s.push_str(&format!(
             "Export to it with: crmx export --job JOB --sim {url}{ca_flag}\nPress Ctrl-C to stop."
         ));
-        println!("{s}");
+        let _ = writeln!(stdout, "{s}");
     }
     // A script reads the banner before the simulator is stopped: do not leave it buffered.
-    let _ = std::io::stdout().flush();
-    tokio::signal::ctrl_c().await.map_err(|e| {
-        CliError::internal(format!("cannot wait for Ctrl-C: {e}"))
-    })?;
+    let _ = stdout.flush();
+    tokio::signal::ctrl_c()
+        .await
+        .map_err(|e| CliError::internal(format!("cannot wait for Ctrl-C: {e}")))?;
     let stats = handle.stats();
     handle.shutdown().await;
     Ok(Outcome {
@@ -112,6 +124,6 @@ pub async fn run(
         ),
         json: serde_json::Value::Null,
         // The JSON document was the banner; the closing line is for people only.
-        printed: cfg.output.json,
+        printed: true,
     })
 }

@@ -79,8 +79,10 @@ impl Claims {
     fn add_scopes(&mut self, text: &str) {
         // API Gateway renders array claims as "[a b]"; strip the brackets.
         let text = text.trim().trim_start_matches('[').trim_end_matches(']');
-        self.scopes
-            .extend(text.split_whitespace().map(|s| s.trim_matches(',').to_string()));
+        self.scopes.extend(
+            text.split_whitespace()
+                .map(|s| s.trim_matches(',').to_string()),
+        );
     }
 }
 
@@ -102,8 +104,9 @@ impl Caller {
             .collect::<BTreeSet<_>>()
             .into_iter();
         let tenant = match (named.next(), named.next()) {
-            (Some(t), None) => TenantId::new(t.as_str())
-                .map_err(|_| ApiError::unauthenticated("the token's tenant claim is not a valid tenant id"))?,
+            (Some(t), None) => TenantId::new(t.as_str()).map_err(|_| {
+                ApiError::unauthenticated("the token's tenant claim is not a valid tenant id")
+            })?,
             (None, _) => {
                 return Err(ApiError::unauthenticated(
                     "the token carries no tenant claim (tenant_id or custom:tenant_id)",

@@ -56,7 +56,15 @@ pub fn error_response(
             field,
         },
     };
-    (status, Json(body)).into_response()
+    let mut resp = (status, Json(body)).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        // RFC 9110: a 401 names the scheme that would be accepted.
+        resp.headers_mut().insert(
+            axum::http::header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static("Bearer"),
+        );
+    }
+    resp
 }
 
 impl ApiError {
@@ -97,7 +105,7 @@ impl ApiError {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal_error",
-            "the request could not be carried out; nothing was changed that the response does not report",
+            "an internal error stopped the request; try again, and report it if it persists",
         )
     }
 
@@ -213,7 +221,9 @@ impl From<JsonRejection> for ApiError {
                 "the request body is larger than the {} bytes accepted",
                 crate::MAX_BODY_BYTES
             ),
-            "unsupported_media_type" => "send the body as JSON with Content-Type: application/json".to_string(),
+            "unsupported_media_type" => {
+                "send the body as JSON with Content-Type: application/json".to_string()
+            }
             _ => r.body_text(),
         };
         ApiError::new(status, code, message)

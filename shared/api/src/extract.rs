@@ -131,9 +131,23 @@ mod tests {
     fn if_match_takes_our_etags_only() {
         assert_eq!(IfMatch::parse("\"7\"").unwrap(), 7);
         assert_eq!(IfMatch::parse("7").unwrap(), 7);
-        assert_eq!(IfMatch::parse("*").unwrap_err().code, "precondition_required");
-        for bad in ["W/\"7\"", "\"\"", "\"7", "abc", "\"1\", \"2\"", "99999999999999999999999"] {
-            assert_eq!(IfMatch::parse(bad).unwrap_err().code, "invalid_if_match", "{bad}");
+        assert_eq!(
+            IfMatch::parse("*").unwrap_err().code,
+            "precondition_required"
+        );
+        for bad in [
+            "W/\"7\"",
+            "\"\"",
+            "\"7",
+            "abc",
+            "\"1\", \"2\"",
+            "99999999999999999999999",
+        ] {
+            assert_eq!(
+                IfMatch::parse(bad).unwrap_err().code,
+                "invalid_if_match",
+                "{bad}"
+            );
         }
     }
 }

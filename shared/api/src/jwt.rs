@@ -5,8 +5,7 @@
 use crate::auth::Claims;
 use crate::error::ApiError;
 use axum::extract::{Request, State};
-use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
-use axum::http::HeaderValue;
+use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -100,12 +99,7 @@ pub async fn require_bearer(
             req.extensions_mut().insert(claims);
             next.run(req).await
         }
-        Err(e) => {
-            let mut resp = e.into_response();
-            resp.headers_mut()
-                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            resp
-        }
+        Err(e) => e.into_response(),
     }
 }
 
@@ -140,8 +134,11 @@ mod tests {
     #[test]
     fn expired_or_unsigned_tokens_are_refused() {
         let v = JwtVerifier::hs256(SECRET).unwrap();
-        let old = issue_hs256(SECRET, &json!({"sub": "u", "tenant_id": "a", "exp": exp(-3600)}))
-            .unwrap();
+        let old = issue_hs256(
+            SECRET,
+            &json!({"sub": "u", "tenant_id": "a", "exp": exp(-3600)}),
+        )
+        .unwrap();
         assert!(v.verify(&old).is_err());
         let no_exp = issue_hs256(SECRET, &json!({"sub": "u", "tenant_id": "a"})).unwrap();
         assert!(v.verify(&no_exp).is_err());

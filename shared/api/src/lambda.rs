@@ -3,7 +3,7 @@
 //! (`requestContext.authorizer.jwt.claims` and `.scopes`), which `lambda_http` keeps in the
 //! request's extensions. [`insert_lambda_claims`] turns them into [`Claims`].
 //!
-//! ```ignore
+//! ```text
 //! lambda_http::run(crm_export_api::lambda::lambda_router(state)).await
 //! ```
 

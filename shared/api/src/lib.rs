@@ -58,7 +58,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/jobs", get(jobs::list_jobs))
         .route("/v1/jobs/{job_id}", get(jobs::get_job))
         .route("/v1/jobs/{job_id}/errors", get(jobs::list_errors))
-        .route("/v1/jobs/{job_id}/retry-runs", post(jobs::request_retry_run))
+        .route(
+            "/v1/jobs/{job_id}/retry-runs",
+            post(jobs::request_retry_run),
+        )
         .route("/v1/jobs/{job_id}/halt/skip", post(jobs::skip_halted))
         .route(
             "/v1/jobs/{job_id}/errors/{key}/reopen",

@@ -94,7 +94,10 @@ pub async fn seed_demo(
     };
     store.put_settings(tenant, expected, change, event).await?;
 
-    let touchpoints = JobRef::new(tenant.clone(), JobId::new("touchpoints").map_err(|_| bad("job id"))?);
+    let touchpoints = JobRef::new(
+        tenant.clone(),
+        JobId::new("touchpoints").map_err(|_| bad("job id"))?,
+    );
     store
         .put_job(
             tenant,
@@ -141,11 +144,21 @@ pub async fn seed_demo(
     let errors = vec![
         ErrorWrite::Put(halt_item),
         ErrorWrite::Put(item(&parked, seq_of(2)?, ErrorStatus::Parked, 30, now, 30)),
-        ErrorWrite::Put(item(&resolved, seq_of(3)?, ErrorStatus::Resolved, 1, now, 60)),
+        ErrorWrite::Put(item(
+            &resolved,
+            seq_of(3)?,
+            ErrorStatus::Resolved,
+            1,
+            now,
+            60,
+        )),
     ];
     commit_under_lease(store, &touchpoints, now, state, errors).await?;
 
-    let contacts = JobRef::new(tenant.clone(), JobId::new("contacts").map_err(|_| bad("job id"))?);
+    let contacts = JobRef::new(
+        tenant.clone(),
+        JobId::new("contacts").map_err(|_| bad("job id"))?,
+    );
     store
         .put_job(
             tenant,
@@ -162,10 +175,14 @@ pub async fn seed_demo(
     let records = (1..=3)
         .map(|i| NewRecord {
             key: RecordKey::from_stored(format!("c-{i}")),
-            fields: fields(json!({"External_Id__c": format!("c-{i}"), "LastName": format!("Person {i}")})),
+            fields: fields(
+                json!({"External_Id__c": format!("c-{i}"), "LastName": format!("Person {i}")}),
+            ),
         })
         .collect();
-    let seqs = store.enqueue(&contacts, records, now - chrono::Duration::hours(1)).await?;
+    let seqs = store
+        .enqueue(&contacts, records, now - chrono::Duration::hours(1))
+        .await?;
     let done = JobState {
         cursor: seqs.last().copied().unwrap_or(0),
         last_run_at: Some(now - chrono::Duration::minutes(1)),

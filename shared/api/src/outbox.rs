@@ -16,7 +16,11 @@ pub struct Published {
 
 /// Publishes every pending event of the tenant. Failures are logged, not returned: the
 /// change they describe is already stored and the events stay pending.
-pub async fn publish_outbox<S>(store: &S, events: &dyn EventPublisher, tenant: &TenantId) -> Published
+pub async fn publish_outbox<S>(
+    store: &S,
+    events: &dyn EventPublisher,
+    tenant: &TenantId,
+) -> Published
 where
     S: Outbox + ?Sized,
 {
@@ -32,15 +36,24 @@ where
     }
     if let Err(e) = events.publish(&pending).await {
         tracing::warn!(%tenant, error = %e, pending = pending.len(), "publishing events failed; they stay in the outbox");
-        return Published { published: 0, left: pending.len() };
+        return Published {
+            published: 0,
+            left: pending.len(),
+        };
     }
     let ids: Vec<String> = pending.iter().map(|e| e.id.clone()).collect();
     match store.mark_published(tenant, &ids).await {
-        Ok(()) => Published { published: ids.len(), left: 0 },
+        Ok(()) => Published {
+            published: ids.len(),
+            left: 0,
+        },
         Err(e) => {
             // Published but not marked: they go out again (consumers de-duplicate by id).
             tracing::warn!(%tenant, error = %e, "marking events published failed; they will be published again");
-            Published { published: ids.len(), left: ids.len() }
+            Published {
+                published: ids.len(),
+                left: ids.len(),
+            }
         }
     }
 }

@@ -9,36 +9,27 @@ use crm_export_core::{
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-/// A tenant's settings as shown.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SettingsView {
-    pub export_to_crm: bool,
-    /// Only visible while `export_to_crm` is on (SPEC §3).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pause_on_export_errors: Option<bool>,
-    pub batch_size: u32,
-    pub daily_api_limit: u64,
-    pub max_retry_attempts: u32,
-}
-
-impl From<&Settings> for SettingsView {
-    fn from(s: &Settings) -> Self {
-        Self {
-            export_to_crm: s.export_to_crm,
-            pause_on_export_errors: s.export_to_crm.then_some(s.pause_on_export_errors),
-            batch_size: s.batch_size.get() as u32,
-            daily_api_limit: s.daily_api_limit,
-            max_retry_attempts: s.max_retry_attempts,
-        }
+/// A tenant's settings as shown: every setting the domain has, except
+/// `pause_on_export_errors` while `export_to_crm` is off (SPEC §3: only visible then).
+/// Built from the domain's own serialisation, so a new setting shows up without a change
+/// here.
+pub fn settings_view(s: &Settings) -> serde_json::Map<String, serde_json::Value> {
+    let mut map = match serde_json::to_value(s) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    if !s.export_to_crm {
+        map.remove("pause_on_export_errors");
     }
+    map
 }
 
 /// `GET` and `PATCH /v1/settings`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SettingsResponse {
     /// The version to send back in `If-Match` (also the ETag).
     pub version: u64,
-    pub settings: SettingsView,
+    pub settings: serde_json::Map<String, serde_json::Value>,
     /// Shown while pause on export errors is off: the tenant resolves logged errors.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warning: Option<&'static str>,
@@ -49,7 +40,7 @@ impl SettingsResponse {
         let pause_off = settings.export_to_crm && !settings.pause_on_export_errors;
         Self {
             version,
-            settings: settings.into(),
+            settings: settings_view(settings),
             warning: pause_off.then_some(DATA_INCONSISTENCY_WARNING),
         }
     }
@@ -58,7 +49,7 @@ impl SettingsResponse {
 /// One setting that changed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SettingChangeView {
-    pub setting: &'static str,
+    pub setting: String,
     pub old: serde_json::Value,
     pub new: serde_json::Value,
 }
@@ -73,45 +64,23 @@ pub struct HistoryEntryView {
     pub changes: Vec<SettingChangeView>,
 }
 
-/// The settings that differ between `old` and `new`, in a fixed order.
+/// The settings that differ between `old` and `new`, in the domain's field order.
 pub fn setting_changes(old: &Settings, new: &Settings) -> Vec<SettingChangeView> {
-    use serde_json::json;
-    let mut out = Vec::new();
-    let mut push = |setting, o: serde_json::Value, n: serde_json::Value| {
-        if o != n {
-            out.push(SettingChangeView {
-                setting,
-                old: o,
-                new: n,
-            });
-        }
+    let as_map = |s: &Settings| match serde_json::to_value(s) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
     };
-    push(
-        "export_to_crm",
-        json!(old.export_to_crm),
-        json!(new.export_to_crm),
-    );
-    push(
-        "pause_on_export_errors",
-        json!(old.pause_on_export_errors),
-        json!(new.pause_on_export_errors),
-    );
-    push(
-        "batch_size",
-        json!(old.batch_size.get()),
-        json!(new.batch_size.get()),
-    );
-    push(
-        "daily_api_limit",
-        json!(old.daily_api_limit),
-        json!(new.daily_api_limit),
-    );
-    push(
-        "max_retry_attempts",
-        json!(old.max_retry_attempts),
-        json!(new.max_retry_attempts),
-    );
-    out
+    let (old, new) = (as_map(old), as_map(new));
+    new.iter()
+        .filter_map(|(setting, n)| {
+            let o = old.get(setting).cloned().unwrap_or(serde_json::Value::Null);
+            (o != *n).then(|| SettingChangeView {
+                setting: setting.clone(),
+                old: o,
+                new: n.clone(),
+            })
+        })
+        .collect()
 }
 
 impl From<&SettingsChange> for HistoryEntryView {
@@ -347,7 +316,7 @@ mod tests {
             ..old.clone()
         };
         let c = setting_changes(&old, &new);
-        let names: Vec<_> = c.iter().map(|c| c.setting).collect();
+        let names: Vec<_> = c.iter().map(|c| c.setting.as_str()).collect();
         assert_eq!(names, ["export_to_crm", "daily_api_limit"]);
         assert_eq!(c[1].old, 100_000);
         assert_eq!(c[1].new, 5_000);

@@ -45,17 +45,33 @@ enum Fail {
 #[derive(Debug, Clone)]
 enum Step {
     Enqueue(Vec<usize>),
-    Outcome { from: usize, len: usize, out: Out },
+    Outcome {
+        from: usize,
+        len: usize,
+        out: Out,
+    },
     FailNextCall(Fail),
     Pause(bool),
     ExportToCrm(bool),
     Batch(u32),
     Latency(u64),
     Wait(u64),
-    RunExport { crash_after: Option<u64> },
-    RunRetry { crash_after: Option<u64> },
+    RunExport {
+        crash_after: Option<u64>,
+    },
+    RunRetry {
+        crash_after: Option<u64>,
+    },
     Overlap,
-    Zombie { stall_at: u64 },
+    Zombie {
+        stall_at: u64,
+    },
+    /// A producer enqueues while a run reads and sends.
+    EnqueueMidRun {
+        stall_at: u64,
+        keys: Vec<usize>,
+    },
+    Window(u32),
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -88,6 +104,9 @@ fn step() -> impl Strategy<Value = Step> {
         2 => crash.prop_map(|crash_after| Step::RunRetry { crash_after }),
         1 => Just(Step::Overlap),
         1 => (1u64..40).prop_map(|stall_at| Step::Zombie { stall_at }),
+        2 => (1u64..40, prop::collection::vec(0..8usize, 1..6))
+            .prop_map(|(stall_at, keys)| Step::EnqueueMidRun { stall_at, keys }),
+        1 => (1u32..=4).prop_map(Step::Window),
     ]
 }
 
@@ -220,31 +239,70 @@ impl World {
         r.ok()
     }
 
+    /// Enqueues one version of each key; `_v` carries the seq so the fake CRM can spot
+    /// stale overwrites.
+    async fn enqueue_now(&self, keys: &[usize]) {
+        let head = self.store.head(&self.job).await.unwrap();
+        let recs: Vec<NewRecord> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let key = format!("k{k:02}");
+                let fields = json!({EXT: key, "_v": head + 1 + i as u64});
+                NewRecord {
+                    key: RecordKey::from_stored(key),
+                    fields: fields.as_object().unwrap().clone(),
+                }
+            })
+            .collect();
+        self.store
+            .enqueue(&self.job, recs, self.now())
+            .await
+            .unwrap();
+    }
+
+    async fn enqueue(&mut self, keys: &[usize]) {
+        self.enqueue_now(keys).await;
+        self.sync_queue().await;
+    }
+
+    /// Brings the model's view of the queue up to the store's head.
+    async fn sync_queue(&mut self) {
+        let known = self.queued.last().map_or(0, |(s, _)| *s);
+        for r in self
+            .store
+            .read_after(&self.job, known, usize::MAX)
+            .await
+            .unwrap()
+        {
+            self.queued.push((r.seq, r.key.as_str().to_string()));
+        }
+    }
+
     async fn apply(&mut self, step: &Step) -> Option<RunReport> {
         match step {
             Step::Enqueue(keys) => {
-                let head = self.store.head(&self.job).await.unwrap();
-                let recs: Vec<NewRecord> = keys
-                    .iter()
-                    .enumerate()
-                    .map(|(i, k)| {
-                        let key = format!("k{k:02}");
-                        let fields = json!({EXT: key, "_v": head + 1 + i as u64});
-                        NewRecord {
-                            key: RecordKey::from_stored(key),
-                            fields: fields.as_object().unwrap().clone(),
-                        }
-                    })
-                    .collect();
-                let seqs = self
-                    .store
-                    .enqueue(&self.job, recs, self.now())
-                    .await
-                    .unwrap();
-                for (s, k) in seqs.into_iter().zip(keys) {
-                    self.queued.push((s, format!("k{k:02}")));
-                }
+                self.enqueue(keys).await;
                 None
+            }
+            Step::Window(n) => {
+                self.settings(|s| s.max_in_flight = *n).await;
+                None
+            }
+            Step::EnqueueMidRun { stall_at, keys } => {
+                let w: &World = self;
+                let hook: Hook<'_> = Box::new(move || {
+                    Box::pin(async move {
+                        w.enqueue_now(keys).await;
+                    })
+                });
+                let r = {
+                    let stalling = CrashStore::stalling(&self.store, *stall_at, hook);
+                    self.run(true, &stalling, None).await
+                };
+                // The model learns of the records enqueued mid-run from the store.
+                self.sync_queue().await;
+                r
             }
             Step::Outcome { from, len, out } => {
                 for i in *from..(*from + *len).min(KEYS) {
@@ -470,6 +528,15 @@ fn run_case(steps: Vec<Step>) -> Result<(), TestCaseError> {
         let mut w = World::new().await;
         for step in &steps {
             let report = w.apply(step).await;
+            if std::env::var("DEBUG_CALLS").is_ok() {
+                eprintln!("{step:?} -> {:?}", report.as_ref().map(|r| &r.outcome));
+                for c in w.crm.calls() {
+                    eprintln!(
+                        "  call {} at {} timeout {:?} keys {:?}",
+                        c.number, c.at, c.timeout, c.keys
+                    );
+                }
+            }
             w.check(step, report.as_ref()).await?;
         }
         // Finally: with the CRM healthy and pause off, everything drains and nothing queued
@@ -538,4 +605,33 @@ proptest! {
     fn spec_7_invariants_hold_across_crashes_toggles_and_overlapping_runs(steps in prop::collection::vec(step(), 1..60)) {
         run_case(steps)?;
     }
+}
+
+/// Cases proptest once found, kept as plain tests.
+#[test]
+fn regression_probe_of_a_block_while_a_producer_enqueues() {
+    run_case(vec![
+        Step::Enqueue(vec![18, 6, 0, 0, 0]),
+        Step::Outcome {
+            from: 0,
+            len: 1,
+            out: Out::Storage,
+        },
+        Step::Batch(25),
+        Step::Outcome {
+            from: 1,
+            len: 18,
+            out: Out::Reject,
+        },
+        Step::RunExport { crash_after: None },
+        Step::Enqueue(vec![
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ]),
+        Step::Pause(false),
+        Step::EnqueueMidRun {
+            stall_at: 15,
+            keys: vec![0],
+        },
+    ])
+    .unwrap();
 }

@@ -16,7 +16,7 @@ use crm_export_api::{local_router, ApiState, JwtVerifier, RecordingRetryRequeste
 use crm_export_core::events::RecordingPublisher;
 use crm_export_core::store::MemoryStore;
 use crm_export_core::TenantId;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +45,7 @@ struct Args {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "warn,crm_export_api=info".into()),

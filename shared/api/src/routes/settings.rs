@@ -95,7 +95,7 @@ pub async fn patch_settings(
         Err(StoreError::VersionConflict { found, .. }) => return Err(version_conflict(found)),
         Err(e) => return Err(e.into()),
     };
-    let changed: Vec<&str> = changes.iter().map(|c| c.setting).collect();
+    let changed: Vec<&str> = changes.iter().map(|c| c.setting.as_str()).collect();
     tracing::info!(tenant = %caller.tenant, actor = %caller.actor, version, ?changed, acknowledged, "settings changed");
     publish_outbox(&*state.store, &*state.events, &caller.tenant).await;
     Ok(with_etag(SettingsResponse::new(&next, version)))

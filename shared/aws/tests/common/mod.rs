@@ -14,7 +14,7 @@ pub fn moto_endpoint() -> String {
         Ok(v) if !v.trim().is_empty() => v,
         _ => panic!(
             "MOTO_ENDPOINT is not set: these tests need a moto server. Run ./scripts/test-all, \
-             or start one (`moto_server -H 127.0.0.1 -p 5000`) and export MOTO_ENDPOINT=http://127.0.0.1:5000"
+             or start one (`python3 shared/aws/tests/moto/serve.py 127.0.0.1 5000`, moto[server] 5.2.1 installed) and export MOTO_ENDPOINT=http://127.0.0.1:5000"
         ),
     }
 }

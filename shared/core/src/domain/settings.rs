@@ -46,6 +46,13 @@ impl From<BatchSize> for u32 {
 pub const DAILY_API_LIMIT_MIN: u64 = 1_000;
 pub const DAILY_API_LIMIT_MAX: u64 = 10_000_000;
 pub const MAX_RETRY_ATTEMPTS_MAX: u32 = 1_000;
+/// Upper bound of `max_in_flight`: Salesforce allows 25 concurrent long (≥ 20 s) requests
+/// per production org and 5 in developer orgs; the product stays well below.
+pub const MAX_IN_FLIGHT_MAX: u32 = 10;
+
+fn default_max_in_flight() -> u32 {
+    4
+}
 
 /// The warning shown whenever pause on export errors is turned off.
 pub const DATA_INCONSISTENCY_WARNING: &str = "Turning off pause on export errors lets export jobs \
@@ -60,6 +67,9 @@ pub struct Settings {
     pub batch_size: BatchSize,
     pub daily_api_limit: u64,
     pub max_retry_attempts: u32,
+    /// CRM requests one tenant keeps in flight at once, all its jobs together.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: u32,
 }
 
 impl Default for Settings {
@@ -70,6 +80,7 @@ impl Default for Settings {
             batch_size: BatchSize::default(),
             daily_api_limit: 100_000,
             max_retry_attempts: 30,
+            max_in_flight: default_max_in_flight(),
         }
     }
 }
@@ -106,6 +117,8 @@ pub struct SettingsPatch {
     pub daily_api_limit: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_retry_attempts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acknowledge_data_inconsistency: Option<bool>,
 }
@@ -147,7 +160,8 @@ pub fn apply_patch(
         || patch.pause_on_export_errors.is_some()
         || patch.batch_size.is_some()
         || patch.daily_api_limit.is_some()
-        || patch.max_retry_attempts.is_some();
+        || patch.max_retry_attempts.is_some()
+        || patch.max_in_flight.is_some();
     if !touches_any {
         return Err(SettingsError::EmptyChange);
     }
@@ -179,6 +193,17 @@ pub fn apply_patch(
             });
         }
         next.max_retry_attempts = v;
+    }
+    if let Some(v) = patch.max_in_flight {
+        if !(1..=MAX_IN_FLIGHT_MAX).contains(&v) {
+            return Err(SettingsError::InvalidValue {
+                field: "max_in_flight",
+                message: format!(
+                    "max_in_flight must be between 1 and {MAX_IN_FLIGHT_MAX}, not {v}"
+                ),
+            });
+        }
+        next.max_in_flight = v;
     }
     let acknowledged = patch.acknowledge_data_inconsistency == Some(true);
     if let Some(v) = patch.pause_on_export_errors {
@@ -263,6 +288,13 @@ mod tests {
                 apply_patch(&on(), &p).unwrap_err().code(),
                 "invalid_setting"
             );
+        }
+        for bad in [0, 11] {
+            let p = SettingsPatch {
+                max_in_flight: Some(bad),
+                ..Default::default()
+            };
+            assert!(apply_patch(&on(), &p).is_err());
         }
         for bad in [0, 999, 10_000_001] {
             let p = SettingsPatch {

@@ -2,7 +2,8 @@
 //! queued one); older versions are superseded and never sent.
 
 use super::run::{Flow, Run};
-use crate::domain::{Record, Seq};
+use crate::domain::{Record, RecordKey, Seq};
+use std::collections::{HashMap, HashSet};
 
 /// The records after the cursor that one batch covers, in seq order.
 pub(super) struct Window {
@@ -29,12 +30,28 @@ impl Run<'_> {
     /// Reads records after the cursor until `limit` sendable ones are found, the queue
     /// ends, or the read-ahead bound is reached.
     pub async fn read_window(&self, limit: usize) -> Flow<Window> {
+        self.read_window_from(self.state.cursor, limit, &HashSet::new())
+            .await
+    }
+
+    /// Like [`Run::read_window`] from `after`, but ends just before a record whose key is
+    /// in `busy` (in flight in another request: one key is never in two at once).
+    pub async fn read_window_from(
+        &self,
+        after: Seq,
+        limit: usize,
+        busy: &HashSet<RecordKey>,
+    ) -> Flow<Window> {
         let mut window = Window {
             records: Vec::new(),
             superseded: Vec::new(),
         };
-        let mut after = self.state.cursor;
+        let mut after = after;
         let mut sendable = 0;
+        // Key → position of its sendable version in the window. Pages are read at
+        // different times, so a later page can hold a version newer than the one an
+        // earlier page found to be the newest: that one is superseded after all.
+        let mut position: HashMap<RecordKey, usize> = HashMap::new();
         let page = limit.max(1);
         loop {
             let records = self.eng.store.read_after(&self.job, after, page).await?;
@@ -47,6 +64,15 @@ impl Run<'_> {
             for r in records {
                 after = r.seq;
                 let superseded = latest.get(&r.key).is_some_and(|s| *s > r.seq);
+                if !superseded && busy.contains(&r.key) {
+                    return Ok(window);
+                }
+                if !superseded {
+                    if let Some(older) = position.insert(r.key.clone(), window.records.len()) {
+                        window.superseded[older] = true;
+                        sendable -= 1;
+                    }
+                }
                 window.records.push(r);
                 window.superseded.push(superseded);
                 if !superseded {

@@ -4,11 +4,12 @@
 use super::batch::Window;
 use super::report::{RunKind, RunOutcome, RunReport};
 use super::run::{Flow, Run, Start, Stop};
-use super::send::Fate;
+use super::send::{Fate, Sent};
 use super::{retry_run, Engine, EngineConfig, EngineError, RunOptions};
 use crate::domain::*;
 use crate::ports::ErrorWrite;
 use serde_json::json;
+use std::collections::HashSet;
 
 pub(super) async fn run(
     eng: &Engine<'_>,
@@ -57,19 +58,60 @@ async fn body(run: &mut Run<'_>) -> Flow<RunOutcome> {
             run.reload_settings().await?;
             run.renew_lease().await?;
         }
-        let window = run.read_window(run.settings.batch_size.get()).await?;
-        let Some(last) = window.last_seq() else {
-            return Ok(RunOutcome::Completed);
-        };
-        let sendable = window.sendable();
-        if sendable.is_empty() {
-            run.counts.superseded += window.records.len() as u64;
-            advance(run, last);
-            run.commit(Vec::new(), Vec::new()).await?;
-            continue;
+        // Up to `max_in_flight` batches go out together, with disjoint keys; their outcomes
+        // are applied in seq order, so the cursor only moves past final outcomes.
+        let width = run.settings.max_in_flight.max(1) as usize;
+        let batch_size = run.settings.batch_size.get();
+        let mut batches: Vec<(Window, Vec<Record>)> = Vec::new();
+        let mut busy = HashSet::new();
+        let mut after = run.state.cursor;
+        while batches.len() < width {
+            let window = run.read_window_from(after, batch_size, &busy).await?;
+            let Some(last) = window.last_seq() else {
+                break;
+            };
+            after = last;
+            let sendable = window.sendable();
+            let full = sendable.len() == batch_size;
+            busy.extend(sendable.iter().map(|r| r.key.clone()));
+            batches.push((window, sendable));
+            if !full {
+                // The queue ended, or the next record's key is in flight.
+                break;
+            }
         }
-        if let Some(outcome) = export_batch(run, &window, sendable).await? {
-            return Ok(outcome);
+        if batches.is_empty() {
+            return Ok(RunOutcome::Completed);
+        }
+        let cfg = run.eng.config;
+        let narrow = run.state.request_failure_streak.is_some_and(|s| {
+            s.seq == run.state.cursor && s.runs >= cfg.request_failure_streak_limit
+        });
+        let shared: &Run<'_> = run;
+        let sends = batches
+            .iter()
+            .enumerate()
+            .map(|(i, (_, sendable))| async move {
+                if sendable.is_empty() {
+                    return None;
+                }
+                Some(shared.send_records(sendable, narrow && i == 0).await)
+            });
+        let results = futures::future::join_all(sends).await;
+        for ((window, sendable), sent) in batches.iter().zip(results) {
+            let outcome = match sent {
+                None => {
+                    run.counts.superseded += window.records.len() as u64;
+                    advance(run, window.last_seq().unwrap_or(run.state.cursor));
+                    run.commit(Vec::new(), Vec::new()).await?;
+                    None
+                }
+                Some(sent) => apply_batch(run, window, sendable, sent).await?,
+            };
+            if let Some(outcome) = outcome {
+                // Later batches' records stay after the cursor and are sent again.
+                return Ok(outcome);
+            }
         }
     }
 }
@@ -211,18 +253,14 @@ async fn outcome_of(
     Ok(outcome)
 }
 
-/// Sends one batch and applies every record's fate. `Some(outcome)` when the run stops.
-async fn export_batch(
+/// Applies every record's fate in one sent batch. `Some(outcome)` when the run stops.
+async fn apply_batch(
     run: &mut Run<'_>,
     window: &Window,
-    sendable: Vec<Record>,
+    sendable: &[Record],
+    sent: Sent,
 ) -> Flow<Option<RunOutcome>> {
     let cfg = run.eng.config;
-    let narrow = run
-        .state
-        .request_failure_streak
-        .is_some_and(|s| s.seq == run.state.cursor && s.runs >= cfg.request_failure_streak_limit);
-    let sent = run.send_records(&sendable, narrow).await;
     run.counts.batches += 1;
     let mut fates = sent.fates;
     // A record failing transiently at the same place run after run is a record failure.

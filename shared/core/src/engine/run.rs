@@ -7,6 +7,7 @@ use super::{Engine, EngineError, RunOptions};
 use crate::domain::*;
 use crate::ports::{Commit, CrmClient, ErrorWrite, Lease, StoreError, UpsertRequest};
 use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 /// Why a run leaves its normal path.
@@ -42,18 +43,29 @@ pub(super) struct Run<'a> {
     pub def: JobDefinition,
     pub opts: RunOptions,
     pub kind: RunKind,
-    pub lease: Lease,
+    /// What concurrent sends share (lease, usage, send counters); never locked across an
+    /// await.
+    live: Mutex<Live>,
     pub state: JobState,
     pub settings: Settings,
     /// Key → seq of every open or parked ExportErrors item, kept current by `commit`.
     pub unresolved: HashMap<RecordKey, Seq>,
+    /// Counts kept by the (sequential) apply side; the send side counts in `live`.
     pub counts: RunCounts,
-    pub org_usage: Option<ApiUsage>,
     pub cursor_before: Seq,
     pub started_at: Timestamp,
+}
+
+struct Live {
+    lease: Lease,
+    org_usage: Option<ApiUsage>,
     /// The longest CRM call so far: a call is not started when one as long would not end
     /// before the deadline.
-    pub slowest_call: Duration,
+    slowest_call: Duration,
+    sent: u64,
+    api_calls: u64,
+    transient_retries: u64,
+    split_requests: u64,
 }
 
 impl<'a> Run<'a> {
@@ -119,20 +131,54 @@ impl<'a> Run<'a> {
             def,
             opts: opts.clone(),
             kind,
-            lease,
+            live: Mutex::new(Live {
+                lease,
+                org_usage: None,
+                slowest_call: Duration::ZERO,
+                sent: 0,
+                api_calls: 0,
+                transient_retries: 0,
+                split_requests: 0,
+            }),
             cursor_before: state.cursor,
             state,
             settings,
             unresolved,
             counts: RunCounts::default(),
-            org_usage: None,
             started_at,
-            slowest_call: Duration::ZERO,
         })))
     }
 
     pub fn now(&self) -> Timestamp {
         self.eng.clock.now()
+    }
+
+    fn live(&self) -> MutexGuard<'_, Live> {
+        self.live.lock().expect("run state lock")
+    }
+
+    pub fn lease(&self) -> Lease {
+        self.live().lease.clone()
+    }
+
+    /// Counts so far, send side included.
+    pub fn counts(&self) -> RunCounts {
+        let live = self.live();
+        RunCounts {
+            sent: live.sent,
+            api_calls: live.api_calls,
+            transient_retries: live.transient_retries,
+            split_requests: live.split_requests,
+            ..self.counts.clone()
+        }
+    }
+
+    pub fn count_transient_retries(&self, n: u64) {
+        self.live().transient_retries += n;
+    }
+
+    pub fn count_split_requests(&self, n: u64) {
+        self.live().split_requests += n;
     }
 
     /// Re-reads the settings (a change takes effect at the next batch). `Disabled` when
@@ -153,40 +199,51 @@ impl<'a> Run<'a> {
 
     /// Stops before the deadline with room for one more request and its commit.
     pub fn check_deadline(&self) -> Flow<()> {
-        let need =
-            self.margin() + to_chrono(self.eng.config.min_request_timeout.max(self.slowest_call));
+        let need = self.margin()
+            + to_chrono(
+                self.eng
+                    .config
+                    .min_request_timeout
+                    .max(self.live().slowest_call),
+            );
         if self.now() + need >= self.opts.deadline {
             return Err(Stop::Outcome(RunOutcome::DeadlineReached));
         }
         Ok(())
     }
 
-    pub async fn renew_lease(&mut self) -> Flow<()> {
-        self.lease = self
+    pub async fn renew_lease(&self) -> Flow<()> {
+        let current = self.lease();
+        let renewed = self
             .eng
             .store
             .renew_lease(
                 &self.job,
-                &self.lease,
+                &current,
                 self.now(),
                 self.eng.config.lease_duration,
             )
             .await?;
+        // Concurrent sends may renew at once: keep the latest expiry.
+        let mut live = self.live();
+        if renewed.expires_at > live.lease.expires_at {
+            live.lease = renewed;
+        }
         Ok(())
     }
 
     /// The timeout of the next request: never past the lease (so no write of ours can land
     /// after another runner took over) nor the deadline.
-    async fn request_timeout(&mut self) -> Flow<Duration> {
+    async fn request_timeout(&self) -> Flow<Duration> {
         let cfg = self.eng.config;
         let mut left = self
-            .lease
+            .lease()
             .time_left(self.now())
             .saturating_sub(cfg.safety_margin);
         if left < cfg.request_timeout {
             self.renew_lease().await?;
             left = self
-                .lease
+                .lease()
                 .time_left(self.now())
                 .saturating_sub(cfg.safety_margin);
         }
@@ -213,7 +270,8 @@ impl<'a> Run<'a> {
                 code: "daily_api_limit".into(),
             }));
         }
-        if let Some(u) = self.org_usage {
+        let usage = self.live().org_usage;
+        if let Some(u) = usage {
             if u.below(self.eng.config.org_allocation_floor) {
                 return Err(Stop::Outcome(RunOutcome::BudgetExhausted {
                     code: "org_allocation_low".into(),
@@ -223,23 +281,26 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    async fn account(&mut self, api_calls: u32, usage: Option<ApiUsage>) -> Flow<()> {
-        self.counts.api_calls += u64::from(api_calls);
+    async fn account(&self, api_calls: u32, usage: Option<ApiUsage>) -> Flow<()> {
+        {
+            let mut live = self.live();
+            live.api_calls += u64::from(api_calls);
+            if usage.is_some() {
+                live.org_usage = usage;
+            }
+        }
         if api_calls > 0 {
             self.eng
                 .store
                 .add_api_calls(&self.job.tenant, self.now(), u64::from(api_calls))
                 .await?;
         }
-        if usage.is_some() {
-            self.org_usage = usage;
-        }
         Ok(())
     }
 
     /// One upsert call, behind the budget, deadline and lease gate.
     pub async fn upsert(
-        &mut self,
+        &self,
         records: &[&Record],
     ) -> Flow<Result<Vec<RecordOutcome>, RequestFailure>> {
         self.check_budget().await?;
@@ -253,13 +314,15 @@ impl<'a> Run<'a> {
                 .collect(),
             timeout,
         };
-        self.counts.sent += records.len() as u64;
+        self.live().sent += records.len() as u64;
         let crm: &dyn CrmClient = self.eng.crm;
         let started = self.now();
         let reply = crm.upsert(&request).await;
-        self.slowest_call = self
-            .slowest_call
-            .max((self.now() - started).to_std().unwrap_or_default());
+        let took = (self.now() - started).to_std().unwrap_or_default();
+        {
+            let mut live = self.live();
+            live.slowest_call = live.slowest_call.max(took);
+        }
         self.account(reply.api_calls, reply.usage).await?;
         Ok(match reply.result {
             Ok(outcomes) if outcomes.len() != records.len() => Err(RequestFailure::new(
@@ -276,7 +339,7 @@ impl<'a> Run<'a> {
     }
 
     /// The connection probe of a blocked job with nothing to send.
-    pub async fn check_connection(&mut self) -> Flow<Result<(), RequestFailure>> {
+    pub async fn check_connection(&self) -> Flow<Result<(), RequestFailure>> {
         self.check_budget().await?;
         let timeout = self.request_timeout().await?;
         let reply = self.eng.crm.check_connection(timeout).await;
@@ -300,10 +363,10 @@ impl<'a> Run<'a> {
         };
         self.eng
             .store
-            .commit(&self.job, &self.lease, now, commit)
+            .commit(&self.job, &self.lease(), now, commit)
             .await?;
         if let Some(o) = &self.opts.observer {
-            o.batch_committed(&self.counts, self.state.cursor);
+            o.batch_committed(&self.counts(), self.state.cursor);
         }
         for w in errors {
             match w {
@@ -395,15 +458,15 @@ impl<'a> Run<'a> {
             let (kind, detail) = match &outcome {
                 RunOutcome::RequestFailed { code, message } => (
                     EventKind::ExportRunFailed,
-                    serde_json::json!({"run_kind": self.kind, "code": code, "message": message, "counts": self.counts}),
+                    serde_json::json!({"run_kind": self.kind, "code": code, "message": message, "counts": self.counts()}),
                 ),
                 _ if self.kind == RunKind::Retry => (
                     EventKind::ExportErrorsRetried,
-                    serde_json::json!({"outcome": outcome, "counts": self.counts}),
+                    serde_json::json!({"outcome": outcome, "counts": self.counts()}),
                 ),
                 _ => (
                     EventKind::ExportRunCompleted,
-                    serde_json::json!({"outcome": outcome, "counts": self.counts, "cursor": self.state.cursor}),
+                    serde_json::json!({"outcome": outcome, "counts": self.counts(), "cursor": self.state.cursor}),
                 ),
             };
             let event = self.event(kind, detail);
@@ -413,7 +476,7 @@ impl<'a> Run<'a> {
                 Err(e) => tracing::warn!(job = %self.job, error = ?e, "final commit failed"),
             }
             publish_pending(&self.eng, &self.job.tenant).await;
-            if let Err(e) = self.eng.store.release_lease(&self.job, &self.lease).await {
+            if let Err(e) = self.eng.store.release_lease(&self.job, &self.lease()).await {
                 tracing::warn!(job = %self.job, error = %e, "releasing the lease failed; it expires by itself");
             }
         }
@@ -422,7 +485,7 @@ impl<'a> Run<'a> {
             kind: self.kind,
             job: self.job.clone(),
             outcome,
-            counts: self.counts.clone(),
+            counts: self.counts(),
             cursor_before: self.cursor_before,
             cursor_after: self.state.cursor,
             started_at: self.started_at,
@@ -439,7 +502,7 @@ impl<'a> Run<'a> {
 
     /// Gives the lease back after a store failure; nothing else can be trusted then.
     pub async fn abandon(self) {
-        let _ = self.eng.store.release_lease(&self.job, &self.lease).await;
+        let _ = self.eng.store.release_lease(&self.job, &self.lease()).await;
     }
 }
 

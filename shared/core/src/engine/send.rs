@@ -31,7 +31,7 @@ impl Run<'_> {
     /// Sends `records` (one version per key) and returns every record's fate. With
     /// `narrow_outages` a request failing as a whole for any transient reason is narrowed
     /// down like a content refusal (it kept failing at this place for several runs).
-    pub async fn send_records(&mut self, records: &[Record], narrow_outages: bool) -> Sent {
+    pub async fn send_records(&self, records: &[Record], narrow_outages: bool) -> Sent {
         let mut fates = vec![Fate::Unknown; records.len()];
         let all: Vec<usize> = (0..records.len()).collect();
         if let Err(stop) = self
@@ -51,7 +51,7 @@ impl Run<'_> {
     }
 
     async fn retry_transients(
-        &mut self,
+        &self,
         records: &[Record],
         fates: &mut [Fate],
         narrow: bool,
@@ -78,7 +78,7 @@ impl Run<'_> {
             {
                 chunk = (chunk / 2).max(1);
             }
-            self.counts.transient_retries += pending.len() as u64;
+            self.count_transient_retries(pending.len() as u64);
             for part in pending.chunks(chunk.min(pending.len()).max(1)) {
                 self.send_narrowing(records, part.to_vec(), fates, narrow)
                     .await?;
@@ -90,7 +90,7 @@ impl Run<'_> {
     /// Sends the records at `idx`; on a whole-request refusal that may be about content,
     /// splits until the guilty record is found.
     fn send_narrowing<'s>(
-        &'s mut self,
+        &'s self,
         records: &'s [Record],
         idx: Vec<usize>,
         fates: &'s mut [Fate],
@@ -105,18 +105,22 @@ impl Run<'_> {
                     self.assign(&idx, outcomes, fates);
                     Ok(())
                 }
-                Err(failure) => self.narrow_down(records, idx, failure, fates, narrow).await,
+                Err(failure) => {
+                    self.narrow_down(records, idx, failure, fates, narrow, false)
+                        .await
+                }
             }
         })
     }
 
     fn narrow_down<'s>(
-        &'s mut self,
+        &'s self,
         records: &'s [Record],
         idx: Vec<usize>,
         failure: RequestFailure,
         fates: &'s mut [Fate],
         narrow: bool,
+        split: bool,
     ) -> BoxFuture<'s, Flow<()>> {
         Box::pin(async move {
             if !splittable(&failure, narrow) {
@@ -125,6 +129,11 @@ impl Run<'_> {
             if idx.len() == 1 {
                 let mut failure = failure;
                 if failure.kind != RequestFailureKind::ContentRefused {
+                    if !split {
+                        // A lone record failing like an outage says nothing about the
+                        // record: only a sibling that went through does.
+                        return Err(Stop::Request(failure));
+                    }
                     // An outage pinned on one record is confirmed by a second try alone,
                     // so a passing outage is not recorded against a record.
                     match self.upsert(&[&records[idx[0]]]).await? {
@@ -143,7 +152,7 @@ impl Run<'_> {
             }
             let (left, right) = idx.split_at(idx.len() / 2);
             let (left, right) = (left.to_vec(), right.to_vec());
-            self.counts.split_requests += 2;
+            self.count_split_requests(2);
             let first = self
                 .upsert(&left.iter().map(|i| &records[*i]).collect::<Vec<_>>())
                 .await?;
@@ -159,7 +168,10 @@ impl Run<'_> {
             for (part, reply) in [(left, first), (right, second)] {
                 match reply {
                     Ok(outcomes) => self.assign(&part, outcomes, fates),
-                    Err(f) => self.narrow_down(records, part, f, fates, narrow).await?,
+                    Err(f) => {
+                        self.narrow_down(records, part, f, fates, narrow, true)
+                            .await?
+                    }
                 }
             }
             Ok(())

@@ -27,6 +27,13 @@ impl FakeClock {
         let mut now = self.now.lock().expect("clock lock");
         *now += chrono::Duration::from_std(d).expect("duration fits");
     }
+    /// Moves the clock forward to `t` (never back).
+    pub fn advance_to(&self, t: Timestamp) {
+        let mut now = self.now.lock().expect("clock lock");
+        if t > *now {
+            *now = t;
+        }
+    }
     pub fn set(&self, t: Timestamp) {
         *self.now.lock().expect("clock lock") = t;
     }

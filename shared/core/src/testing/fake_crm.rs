@@ -47,7 +47,11 @@ struct State {
     failing_from: Option<(u32, RequestFailure)>,
     poison: HashMap<String, RequestFailure>,
     attempts: HashMap<String, u32>,
-    in_flight: HashSet<String>,
+    /// Key → deadline of the request carrying it. A request is dead past its deadline:
+    /// the client gave up and, as the engine assumes of the CRM, nothing of it lands later.
+    in_flight: HashMap<String, Timestamp>,
+    concurrent: u32,
+    max_concurrent: u32,
     calls: Vec<CrmCall>,
     violations: Vec<String>,
     latency: Duration,
@@ -155,6 +159,10 @@ impl FakeCrm {
         let k = self.ident(key);
         self.lock().attempts.get(&k).copied().unwrap_or(0)
     }
+    /// The most upsert calls that were in progress at once.
+    pub fn max_concurrent_calls(&self) -> u32 {
+        self.lock().max_concurrent
+    }
     /// Whether version `v` (field `_v`) of `key` was ever accepted.
     pub fn was_accepted(&self, key: &str, v: i64) -> bool {
         let k = self.ident(key);
@@ -189,7 +197,7 @@ impl FakeCrm {
 impl CrmClient for FakeCrm {
     async fn upsert(&self, req: &UpsertRequest) -> CrmReply<Vec<RecordOutcome>> {
         let keys: Vec<String> = req.records.iter().map(|r| self.key_of(req, r)).collect();
-        let (number, latency, usage) = {
+        let (number, latency, usage, started) = {
             let mut s = self.lock();
             let number = s.calls.len() as u32 + 1;
             let at = self.now();
@@ -199,18 +207,24 @@ impl CrmClient for FakeCrm {
                 timeout: req.timeout,
                 at,
             });
+            s.concurrent += 1;
+            s.max_concurrent = s.max_concurrent.max(s.concurrent);
+            let deadline =
+                at + chrono::Duration::from_std(req.timeout).unwrap_or(chrono::Duration::MAX);
             for k in &keys {
-                if !s.in_flight.insert(k.clone()) {
-                    s.violations.push(format!(
-                        "key {k} sent while already in flight (call {number})"
-                    ));
+                if let Some(other) = s.in_flight.insert(k.clone(), deadline) {
+                    if other > at {
+                        s.violations.push(format!(
+                            "key {k} sent while already in flight (call {number})"
+                        ));
+                    }
                 }
             }
-            (number, s.latency, s.usage)
+            (number, s.latency, s.usage, at)
         };
         // Let concurrent calls overlap, as they would over a network.
         tokio::task::yield_now().await;
-        let mut result = self.apply(req, &keys, number, latency);
+        let mut result = self.apply(req, &keys, number, latency, started);
         if self.lock().lost_replies.remove(&number) {
             result = Err(RequestFailure::new(
                 RequestFailureKind::Unavailable,
@@ -220,8 +234,15 @@ impl CrmClient for FakeCrm {
         }
         {
             let mut s = self.lock();
+            s.concurrent -= 1;
             for k in &keys {
-                s.in_flight.remove(k);
+                // Only this call's entry: a later call may carry the key by now.
+                if s.in_flight.get(k).is_some_and(|d| {
+                    *d == started
+                        + chrono::Duration::from_std(req.timeout).unwrap_or(chrono::Duration::MAX)
+                }) {
+                    s.in_flight.remove(k);
+                }
             }
         }
         CrmReply {
@@ -270,17 +291,24 @@ impl FakeCrm {
         keys: &[String],
         number: u32,
         latency: Duration,
+        started: Timestamp,
     ) -> Result<Vec<RecordOutcome>, RequestFailure> {
         if let Some(clock) = &self.clock {
-            if latency > req.timeout {
-                clock.advance(req.timeout);
+            // Calls in flight together finish together: each ends at its own start plus
+            // the latency, not after the others.
+            let to_chrono =
+                |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+            let deadline = started + to_chrono(req.timeout);
+            let now = crate::ports::Clock::now(clock.as_ref());
+            if latency > req.timeout || now > deadline {
+                clock.advance_to(deadline);
                 return Err(RequestFailure::new(
                     RequestFailureKind::Unavailable,
                     "TIMEOUT",
                     "the call timed out",
                 ));
             }
-            clock.advance(latency);
+            clock.advance_to(started + to_chrono(latency));
         }
         let mut s = self.lock();
         if let Some(f) = call_failure(&mut s, number) {

@@ -66,7 +66,12 @@ impl World {
             field_map: Default::default(),
         };
         w.store.put_job(&w.job.tenant, def).await.unwrap();
-        w.settings(|s| s.export_to_crm = true).await;
+        // The rule tests read one batch at a time; pipelining has tests of its own.
+        w.settings(|s| {
+            s.export_to_crm = true;
+            s.max_in_flight = 1;
+        })
+        .await;
         w
     }
 
