@@ -4,10 +4,8 @@ use crate::config::{StateBackend, SQLITE_FILE};
 use crate::error::{CliError, CliResult};
 use crm_export_core::engine::EngineConfig;
 use crm_export_core::events::RecordingPublisher;
-use crm_export_core::ports::{CrmClient, StateStore, SystemClock, UpsertRequest};
-use crm_export_core::{CrmReply, RecordOutcome, RequestFailure, RequestFailureKind};
+use crm_export_core::ports::{StateStore, SystemClock};
 use crm_export_sqlite::SqliteStore;
-use std::time::Duration;
 
 /// The store and the other local ports of one invocation.
 pub struct Local {
@@ -39,6 +37,16 @@ impl Local {
         })
     }
 
+    /// Job status and operator actions (no CRM involved).
+    pub fn operator(&self) -> crm_export_core::engine::Operator<'_> {
+        crm_export_core::engine::Operator::new(
+            self.store.as_ref(),
+            &self.events,
+            &self.clock,
+            &self.engine,
+        )
+    }
+
     /// The detail types of the events published so far, in order.
     pub fn published(&self) -> Vec<String> {
         self.events
@@ -47,34 +55,4 @@ impl Local {
             .map(|e| e.kind.detail_type().to_owned())
             .collect()
     }
-}
-
-/// The CRM of commands that never call it (status, skip-halted, reopen): the engine wants
-/// one, and a call reaching it would be a bug, reported as a misconfiguration.
-pub struct NoCrm;
-
-#[async_trait::async_trait]
-impl CrmClient for NoCrm {
-    async fn upsert(&self, _request: &UpsertRequest) -> CrmReply<Vec<RecordOutcome>> {
-        CrmReply {
-            result: Err(no_crm()),
-            api_calls: 0,
-            usage: None,
-        }
-    }
-    async fn check_connection(&self, _timeout: Duration) -> CrmReply<()> {
-        CrmReply {
-            result: Err(no_crm()),
-            api_calls: 0,
-            usage: None,
-        }
-    }
-}
-
-fn no_crm() -> RequestFailure {
-    RequestFailure::new(
-        RequestFailureKind::Misconfigured,
-        "NO_CRM",
-        "this command has no CRM connection",
-    )
 }

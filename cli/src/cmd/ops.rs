@@ -4,20 +4,9 @@
 use super::{job_definition, job_ref};
 use crate::error::{CliError, CliResult};
 use crate::output::Outcome;
-use crate::state::{Local, NoCrm};
-use crm_export_core::engine::Engine;
+use crate::state::Local;
 use crm_export_core::{JobId, RecordKey, TenantId};
 use serde_json::json;
-
-fn engine(local: &Local) -> Engine<'_> {
-    Engine::new(
-        local.store.as_ref(),
-        &NoCrm,
-        &local.events,
-        &local.clock,
-        &local.engine,
-    )
-}
 
 pub async fn skip_halted(
     local: &Local,
@@ -28,7 +17,10 @@ pub async fn skip_halted(
 ) -> CliResult<Outcome> {
     job_definition(local, tenant, job).await?;
     let job = job_ref(tenant, job);
-    let item = engine(local).skip_halted(&job, actor, acknowledged).await?;
+    let item = local
+        .operator()
+        .skip_halted(&job, actor, acknowledged)
+        .await?;
     Ok(Outcome::ok(
         format!(
             "Skipped the halted record {} (seq {}) of {job}: its ExportErrors item is parked \
@@ -51,7 +43,7 @@ pub async fn reopen(
     let key = RecordKey::from_external_id(key, def.key_case_insensitive)
         .ok_or_else(|| CliError::bad_input("the record key must not be empty"))?;
     let job = job_ref(tenant, job);
-    let item = engine(local).reopen_error(&job, &key, actor).await?;
+    let item = local.operator().reopen_error(&job, &key, actor).await?;
     Ok(Outcome::ok(
         format!(
             "Re-opened the ExportErrors item of {} (seq {}) in {job}: the next retry run sends it.",

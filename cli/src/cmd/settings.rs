@@ -5,11 +5,10 @@
 use crate::error::{CliError, CliResult};
 use crate::output::{when, Outcome};
 use crate::state::Local;
+use crm_export_core::engine::{change_settings, publish_outbox, ChangeSettingsError};
 use crm_export_core::ports::Clock;
-use crm_export_core::{
-    apply_patch, Event, EventKind, Settings, SettingsChange, SettingsPatch, TenantId,
-    DATA_INCONSISTENCY_WARNING,
-};
+use crm_export_core::settings::setting_changes;
+use crm_export_core::{Settings, SettingsPatch, TenantId};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -86,67 +85,36 @@ pub async fn change(
     patch: &SettingsPatch,
     if_version: Option<u64>,
 ) -> CliResult<Changed> {
-    let (old, version) = current(local, tenant).await?;
-    if let Some(expected) = if_version {
-        if expected != version {
-            return Err(CliError::refused(
-                "version_conflict",
-                format!(
-                    "the settings are at version {version}, not {expected}: someone changed them; \
-                     read them again (crmx settings show) and retry"
-                ),
-            ));
-        }
-    }
-    let (new, acknowledged) = apply_patch(&old, patch)?;
-    let warning = (old.pause_on_export_errors && !new.pause_on_export_errors)
-        .then_some(DATA_INCONSISTENCY_WARNING);
-    if new == old {
-        return Ok(Changed {
-            tenant: tenant.clone(),
-            changed: false,
-            version,
-            old,
-            new,
-            acknowledged_data_inconsistency: false,
-            warning: None,
-        });
-    }
-    let now = local.clock.now();
-    let change = SettingsChange {
-        version: version + 1,
-        at: now,
-        actor: actor.to_owned(),
-        old: old.clone(),
-        new: new.clone(),
-        acknowledged_data_inconsistency: acknowledged,
-    };
-    let event = Event {
-        id: uuid::Uuid::new_v4().to_string(),
-        kind: EventKind::SettingsChanged,
-        tenant: tenant.clone(),
-        job: None,
-        at: now,
-        // The same detail as the settings API's event, so consumers see one shape.
-        detail: json!({
-            "version": version + 1,
-            "actor": actor,
-            "acknowledged_data_inconsistency": acknowledged,
-            "changes": setting_changes(&old, &new),
-        }),
-    };
-    let stored = local
-        .store
-        .put_settings(tenant, version, change, event)
-        .await?;
+    let changed = change_settings(
+        local.store.as_ref(),
+        tenant,
+        if_version,
+        patch,
+        actor,
+        local.clock.now(),
+    )
+    .await
+    .map_err(|e| match e {
+        ChangeSettingsError::Rule(rule) => CliError::from(rule),
+        ChangeSettingsError::VersionConflict { expected, found } => CliError::refused(
+            "version_conflict",
+            format!(
+                "the settings are at version {found}, not {expected}: someone changed them; \
+                 read them again (crmx settings show) and retry"
+            ),
+        ),
+        ChangeSettingsError::Store(store) => CliError::from(store),
+    })?;
+    // Published now rather than with the tenant's next run.
+    publish_outbox(local.store.as_ref(), &local.events, tenant).await;
     Ok(Changed {
         tenant: tenant.clone(),
-        changed: true,
-        version: stored,
-        old,
-        new,
-        acknowledged_data_inconsistency: acknowledged,
-        warning,
+        changed: changed.changed,
+        version: changed.version,
+        old: changed.old,
+        new: changed.new,
+        acknowledged_data_inconsistency: changed.acknowledged_data_inconsistency,
+        warning: changed.warning,
     })
 }
 
@@ -208,7 +176,7 @@ pub async fn history(local: &Local, tenant: &TenantId, limit: usize) -> CliResul
         .iter()
         .map(|c| {
             let mut v = serde_json::to_value(c).unwrap_or_default();
-            v["changes"] = Value::Array(setting_changes(&c.old, &c.new));
+            v["changes"] = json!(setting_changes(&c.old, &c.new));
             v
         })
         .collect();
@@ -220,32 +188,11 @@ pub async fn history(local: &Local, tenant: &TenantId, limit: usize) -> CliResul
 
 /// `{setting, old, new}` for every setting that differs, in the domain's field order (the
 /// shape the settings API uses in its history and `SettingsChanged` events).
-fn setting_changes(old: &Settings, new: &Settings) -> Vec<Value> {
-    let as_map = |s: &Settings| match serde_json::to_value(s) {
-        Ok(Value::Object(map)) => map,
-        _ => serde_json::Map::new(),
-    };
-    let (old, new) = (as_map(old), as_map(new));
-    new.iter()
-        .filter_map(|(setting, n)| {
-            let o = old.get(setting).cloned().unwrap_or(Value::Null);
-            (o != *n).then(|| json!({"setting": setting, "old": o, "new": n}))
-        })
-        .collect()
-}
-
 /// `setting old -> new, ...` for people.
 fn diff(old: &Settings, new: &Settings) -> String {
     let parts: Vec<String> = setting_changes(old, new)
         .iter()
-        .map(|c| {
-            format!(
-                "{} {} -> {}",
-                c["setting"].as_str().unwrap_or_default(),
-                c["old"],
-                c["new"]
-            )
-        })
+        .map(|c| format!("{} {} -> {}", c.setting, c.old, c.new))
         .collect();
     if parts.is_empty() {
         "no change".into()

@@ -4,8 +4,8 @@ use super::{job_definition, job_ref};
 use crate::error::CliResult;
 use crate::jobs_fmt::describe_job;
 use crate::output::{age, when, Outcome};
-use crate::state::{Local, NoCrm};
-use crm_export_core::engine::{Engine, JobStatus};
+use crate::state::Local;
+use crm_export_core::engine::JobStatus;
 use crm_export_core::ports::Clock;
 use crm_export_core::{JobId, TenantId, Timestamp};
 use serde_json::{json, Value};
@@ -43,14 +43,7 @@ pub async fn run(local: &Local, tenant: &TenantId, job: Option<&JobId>) -> CliRe
 }
 
 pub async fn job_status(local: &Local, job: &crm_export_core::JobRef) -> CliResult<JobStatus> {
-    let engine = Engine::new(
-        local.store.as_ref(),
-        &NoCrm,
-        &local.events,
-        &local.clock,
-        &local.engine,
-    );
-    Ok(engine.job_status(job).await?)
+    Ok(local.operator().job_status(job).await?)
 }
 
 /// One word for where a job stands.

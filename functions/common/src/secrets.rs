@@ -111,11 +111,10 @@ impl TenantSecrets {
         let text = out
             .secret_string()
             .ok_or_else(|| invalid("it has no string value".into()))?;
-        let document: Value =
-            serde_json::from_str(text).map_err(|e| invalid(format!("not JSON: {e}")))?;
-        // The error says where the document is wrong, never what it holds.
-        let config: SalesforceConfig =
-            serde_json::from_value(document.clone()).map_err(|e| invalid(e.to_string()))?;
+        let document: Value = serde_json::from_str(text)
+            .map_err(|e| invalid(format!("not JSON: {}", redact_quoted(&e.to_string()))))?;
+        let config: SalesforceConfig = serde_json::from_value(document.clone())
+            .map_err(|e| invalid(redact_quoted(&e.to_string())))?;
         let version_id = out
             .version_id()
             .ok_or_else(|| invalid("the read returned no version id".into()))?
@@ -126,6 +125,24 @@ impl TenantSecrets {
             config,
         })
     }
+}
+
+/// The error says where the document is wrong, never what it holds: serde quotes values
+/// in double quotes (`invalid type: string "..."`) and names fields in backticks.
+fn redact_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut inside = false;
+    for c in message.chars() {
+        if c == '"' {
+            if !inside {
+                out.push_str("\"…\"");
+            }
+            inside = !inside;
+        } else if !inside {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn refresh_token_of(document: &Value) -> Option<&str> {
@@ -250,5 +267,22 @@ impl CredentialSink for SecretsManagerCredentialSink {
             document = self.reread().await?.1;
         }
         Ok(refresh_token_of(&document).map(str::to_owned))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_errors_never_repeat_the_values() {
+        let err = serde_json::from_str::<SalesforceConfig>(
+            r#"{"login_url": "https://x", "credentials": {"grant": "refresh_token", "client_id": 7, "refresh_token": "s3cr3t"}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        let shown = redact_quoted(&format!("{err} near \"s3cr3t\""));
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(shown.contains("invalid type"), "{shown}");
     }
 }

@@ -478,8 +478,9 @@ async fn settings_api_serves_the_callers_tenant_and_publishes_changes_and_retry_
     let response = f.invoke(&get, BUDGET).await.ok();
     assert_eq!(response["statusCode"], 200, "{response}");
     let settings = body_of(&response);
-    assert_eq!(settings["export_to_crm"], true, "{settings}");
+    assert_eq!(settings["settings"]["export_to_crm"], true, "{settings}");
     assert_eq!(settings["version"], 1);
+    assert_eq!(response["headers"]["etag"], "\"1\"");
 
     let patch = api_request(
         "PATCH",
@@ -490,7 +491,7 @@ async fn settings_api_serves_the_callers_tenant_and_publishes_changes_and_retry_
     );
     let response = f.invoke(&patch, BUDGET).await.ok();
     assert_eq!(response["statusCode"], 200, "{response}");
-    assert_eq!(body_of(&response)["batch_size"], 50);
+    assert_eq!(body_of(&response)["settings"]["batch_size"], 50);
     let stored = crm_export_core::ports::SettingsStore::get_settings(&aws.store, &tenant)
         .await
         .unwrap()

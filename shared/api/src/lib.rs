@@ -17,18 +17,15 @@ pub mod jwt;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 pub mod local;
-pub mod no_crm;
-pub mod outbox;
 pub mod retry;
 mod routes;
 pub mod state;
 pub mod views;
 
 pub use auth::{Caller, Claims, Writer, WRITE_SCOPE};
+pub use crm_export_core::engine::publish_outbox;
 pub use error::{error_response, ApiError};
 pub use jwt::JwtVerifier;
-pub use no_crm::NoCrm;
-pub use outbox::publish_outbox;
 pub use retry::{RecordingRetryRequester, RetryRequester};
 pub use state::ApiState;
 

@@ -1,8 +1,7 @@
 //! What every handler is given: the ports, built once (at cold start in Lambda) and shared.
 
-use crate::no_crm::NoCrm;
 use crate::retry::RetryRequester;
-use crm_export_core::engine::{Engine, EngineConfig};
+use crm_export_core::engine::{EngineConfig, Operator};
 use crm_export_core::ports::{Clock, EventPublisher, StateStore, SystemClock};
 use std::sync::Arc;
 
@@ -15,8 +14,6 @@ pub struct ApiState {
     /// The engine's tunables: operator actions take the job's lease for this long.
     pub engine_config: Arc<EngineConfig>,
 }
-
-static NO_CRM: NoCrm = NoCrm;
 
 impl ApiState {
     /// The ports with the system clock and the default engine configuration.
@@ -39,11 +36,10 @@ impl ApiState {
         self
     }
 
-    /// The engine for the operator actions; they never call the CRM.
-    pub fn engine(&self) -> Engine<'_> {
-        Engine::new(
+    /// Job status and the operator actions (they never call the CRM).
+    pub fn operator(&self) -> Operator<'_> {
+        Operator::new(
             &*self.store,
-            &NO_CRM,
             &*self.events,
             &*self.clock,
             &self.engine_config,

@@ -46,13 +46,8 @@ impl SettingsResponse {
     }
 }
 
-/// One setting that changed.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SettingChangeView {
-    pub setting: String,
-    pub old: serde_json::Value,
-    pub new: serde_json::Value,
-}
+/// One setting that changed (the domain's own diff).
+pub use crm_export_core::settings::SettingDiff as SettingChangeView;
 
 /// One entry of the settings history: who, when, old → new, acknowledged or not.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -64,24 +59,7 @@ pub struct HistoryEntryView {
     pub changes: Vec<SettingChangeView>,
 }
 
-/// The settings that differ between `old` and `new`, in the domain's field order.
-pub fn setting_changes(old: &Settings, new: &Settings) -> Vec<SettingChangeView> {
-    let as_map = |s: &Settings| match serde_json::to_value(s) {
-        Ok(serde_json::Value::Object(map)) => map,
-        _ => serde_json::Map::new(),
-    };
-    let (old, new) = (as_map(old), as_map(new));
-    new.iter()
-        .filter_map(|(setting, n)| {
-            let o = old.get(setting).cloned().unwrap_or(serde_json::Value::Null);
-            (o != *n).then(|| SettingChangeView {
-                setting: setting.clone(),
-                old: o,
-                new: n.clone(),
-            })
-        })
-        .collect()
-}
+pub use crm_export_core::settings::setting_changes;
 
 impl From<&SettingsChange> for HistoryEntryView {
     fn from(c: &SettingsChange) -> Self {

@@ -1007,7 +1007,7 @@ async fn s8_events_survive_a_failed_publish_and_go_out_with_the_next_run() {
 async fn operator_skip_parks_the_halted_record_and_moves_on() {
     let w = World::new().await;
     halted_on_b(&w).await;
-    let eng = w.engine();
+    let eng = w.engine().operator();
     assert!(
         eng.skip_halted(&w.job, "ops@acme", false).await.is_err(),
         "needs the acknowledgement"
@@ -1033,7 +1033,7 @@ async fn operator_skip_parks_the_halted_record_and_moves_on() {
 async fn job_status_says_where_the_job_stands() {
     let w = World::new().await;
     halted_on_b(&w).await;
-    let st = w.engine().job_status(&w.job).await.unwrap();
+    let st = w.engine().operator().job_status(&w.job).await.unwrap();
     assert_eq!(
         (st.cursor, st.head, st.backlog, st.open_errors),
         (1, 3, 2, 1)

@@ -34,7 +34,7 @@ pub async fn list_jobs(
     caller: Caller,
 ) -> Result<Json<PageView<JobStatusView>>, ApiError> {
     let defs = state.store.list_jobs(&caller.tenant).await?;
-    let engine = state.engine();
+    let engine = state.operator();
     let now = state.clock.now();
     let mut items = Vec::with_capacity(defs.len());
     for def in defs {
@@ -58,7 +58,7 @@ pub async fn get_job(
     ApiPath(job): ApiPath<JobId>,
 ) -> Result<Json<JobStatusView>, ApiError> {
     let job = JobRef::new(caller.tenant, job);
-    let status = state.engine().job_status(&job).await?;
+    let status = state.operator().job_status(&job).await?;
     Ok(Json(JobStatusView::new(&status, state.clock.now())))
 }
 
@@ -173,7 +173,7 @@ pub async fn skip_halted(
 ) -> Result<Json<ExportErrorView>, ApiError> {
     let job = JobRef::new(caller.tenant, job);
     let item = state
-        .engine()
+        .operator()
         .skip_halted(&job, &caller.actor, body.acknowledge_data_inconsistency)
         .await?;
     Ok(Json(ExportErrorView::new(&item, false)))
@@ -187,7 +187,7 @@ pub async fn reopen_error(
     let job = JobRef::new(caller.tenant, job);
     let key = RecordKey::from_stored(key);
     let item = state
-        .engine()
+        .operator()
         .reopen_error(&job, &key, &caller.actor)
         .await?;
     Ok(Json(ExportErrorView::new(&item, false)))

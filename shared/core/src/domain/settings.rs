@@ -103,6 +103,33 @@ pub struct SettingsChange {
     pub acknowledged_data_inconsistency: bool,
 }
 
+/// One setting that a change altered, with its old and new value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SettingDiff {
+    pub setting: String,
+    pub old: serde_json::Value,
+    pub new: serde_json::Value,
+}
+
+/// The settings that differ between `old` and `new`, in field order.
+pub fn setting_changes(old: &Settings, new: &Settings) -> Vec<SettingDiff> {
+    let as_map = |s: &Settings| match serde_json::to_value(s) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    let (old, new) = (as_map(old), as_map(new));
+    new.iter()
+        .filter_map(|(setting, n)| {
+            let o = old.get(setting).cloned().unwrap_or(serde_json::Value::Null);
+            (o != *n).then(|| SettingDiff {
+                setting: setting.clone(),
+                old: o,
+                new: n.clone(),
+            })
+        })
+        .collect()
+}
+
 /// A requested change: absent fields stay as they are.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

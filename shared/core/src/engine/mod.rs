@@ -7,14 +7,18 @@ mod batch;
 mod config;
 mod export_run;
 mod ops;
+mod outbox;
 mod report;
 mod retry_run;
 mod run;
 mod send;
+mod settings;
 
 pub use config::EngineConfig;
-pub use ops::{JobStatus, OpsError};
+pub use ops::{JobStatus, Operator, OpsError};
+pub use outbox::{publish_outbox, Published};
 pub use report::{RunCounts, RunKind, RunOutcome, RunReport};
+pub use settings::{change_settings, current_settings, ChangeSettingsError, SettingsChanged};
 
 use crate::domain::{JobRef, RunId, Timestamp};
 use crate::ports::{Clock, CrmClient, EventPublisher, StateStore, StoreError};
@@ -117,6 +121,11 @@ impl<'a> Engine<'a> {
         opts: &RunOptions,
     ) -> Result<RunReport, EngineError> {
         export_run::run(self, job, opts).await
+    }
+
+    /// Status and operator actions, which need no CRM.
+    pub fn operator(&self) -> Operator<'a> {
+        Operator::new(self.store, self.events, self.clock, self.config)
     }
 
     /// One ExportError retry run of one job (SPEC §5).

@@ -2,8 +2,9 @@
 //! skip the halted record, re-open a parked item. Changes go under the job's lease, so they
 //! never interleave with a run.
 
-use super::run::{load_settings, publish_pending};
-use super::{Engine, EngineError};
+use super::outbox::publish_outbox;
+use super::{EngineConfig, EngineError};
+use crate::ports::{Clock, EventPublisher, StateStore};
 use crate::domain::*;
 use crate::ports::{Commit, ErrorWrite, StoreError};
 use serde::Serialize;
@@ -75,14 +76,37 @@ impl From<EngineError> for OpsError {
     }
 }
 
-impl Engine<'_> {
+/// Operator actions and status: the store, the events and the clock, no CRM.
+#[derive(Clone, Copy)]
+pub struct Operator<'a> {
+    pub store: &'a dyn StateStore,
+    pub events: &'a dyn EventPublisher,
+    pub clock: &'a dyn Clock,
+    pub config: &'a EngineConfig,
+}
+
+impl<'a> Operator<'a> {
+    pub fn new(
+        store: &'a dyn StateStore,
+        events: &'a dyn EventPublisher,
+        clock: &'a dyn Clock,
+        config: &'a EngineConfig,
+    ) -> Self {
+        Self { store, events, clock, config }
+    }
+
     pub async fn job_status(&self, job: &JobRef) -> Result<JobStatus, OpsError> {
         let definition = self
             .store
             .get_job(&job.tenant, &job.job)
             .await?
             .ok_or_else(|| OpsError::UnknownJob(job.clone()))?;
-        let settings = load_settings(self, &job.tenant).await?;
+        let settings = self
+            .store
+            .get_settings(&job.tenant)
+            .await?
+            .map(|v| v.settings)
+            .unwrap_or_default();
         let state = self.store.load_state(job).await?;
         let head = self.store.head(job).await?;
         let oldest = self.store.read_after(job, state.cursor, 1).await?;
@@ -185,6 +209,6 @@ impl Engine<'_> {
         if let Err(e) = self.store.release_lease(job, lease).await {
             tracing::warn!(job = %job, error = %e, "releasing the operator lease failed; it expires by itself");
         }
-        publish_pending(self, &job.tenant).await;
+        publish_outbox(self.store, self.events, &job.tenant).await;
     }
 }

@@ -518,27 +518,9 @@ pub(super) async fn load_settings(
         .unwrap_or_default())
 }
 
-/// Publishes the outbox (at least once: a crash before `mark_published` republishes).
+/// Publishes the outbox (at least once: a crash before it is marked republishes).
 pub(super) async fn publish_pending(eng: &Engine<'_>, tenant: &TenantId) {
-    let pending = match eng.store.pending_events(tenant).await {
-        Ok(p) if p.is_empty() => return,
-        Ok(p) => p,
-        Err(e) => {
-            tracing::warn!(%tenant, error = %e, "reading the outbox failed");
-            return;
-        }
-    };
-    match eng.events.publish(&pending).await {
-        Ok(()) => {
-            let ids: Vec<String> = pending.iter().map(|e| e.id.clone()).collect();
-            if let Err(e) = eng.store.mark_published(tenant, &ids).await {
-                tracing::warn!(%tenant, error = %e, "marking events published failed; they will be sent again");
-            }
-        }
-        Err(e) => {
-            tracing::warn!(%tenant, error = %e, "publishing events failed; they stay in the outbox")
-        }
-    }
+    super::publish_outbox(eng.store, eng.events, tenant).await;
 }
 
 pub(super) fn to_chrono(d: Duration) -> chrono::Duration {

@@ -1,10 +1,9 @@
-//! Publishes a tenant's outbox after a state change (the settings write records its
-//! `SettingsChanged` event in the outbox in the same write). At least once: an event is
-//! marked published only after the publisher took it, and one that failed stays for the
-//! next publisher (this API's next write, or the tenant's next run).
+//! Publishing a tenant's outbox after a state change. At least once: an event is marked
+//! published only after the publisher took it; one that failed stays for the next pass
+//! (the next run, the next settings write).
 
-use crm_export_core::ports::{EventPublisher, Outbox};
-use crm_export_core::TenantId;
+use crate::domain::TenantId;
+use crate::ports::{EventPublisher, Outbox};
 
 /// What one pass over the outbox did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -25,15 +24,13 @@ where
     S: Outbox + ?Sized,
 {
     let pending = match store.pending_events(tenant).await {
+        Ok(p) if p.is_empty() => return Published::default(),
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(%tenant, error = %e, "reading the outbox failed; its events are published later");
             return Published::default();
         }
     };
-    if pending.is_empty() {
-        return Published::default();
-    }
     if let Err(e) = events.publish(&pending).await {
         tracing::warn!(%tenant, error = %e, pending = pending.len(), "publishing events failed; they stay in the outbox");
         return Published {
@@ -48,10 +45,9 @@ where
             left: 0,
         },
         Err(e) => {
-            // Published but not marked: they go out again (consumers de-duplicate by id).
-            tracing::warn!(%tenant, error = %e, "marking events published failed; they will be published again");
+            tracing::warn!(%tenant, error = %e, "marking events published failed; they will be sent again");
             Published {
-                published: ids.len(),
+                published: 0,
                 left: ids.len(),
             }
         }
