@@ -39,8 +39,7 @@ impl Setting {
     /// `in_flight × batch_size / latency`, records per second (none at 0 ms).
     pub fn ideal_records_per_sec(&self) -> Option<f64> {
         (self.latency_ms > 0).then(|| {
-            f64::from(self.in_flight) * f64::from(self.batch_size) * 1000.0
-                / self.latency_ms as f64
+            f64::from(self.in_flight) * f64::from(self.batch_size) * 1000.0 / self.latency_ms as f64
         })
     }
 }
@@ -345,7 +344,9 @@ pub async fn export(prepared: &Prepared, sim: &Sim, setting: &Setting) -> Result
     let requests_before = store.backend_requests();
 
     let started = Instant::now();
-    let start_secs = started.saturating_duration_since(timed.origin).as_secs_f64();
+    let start_secs = started
+        .saturating_duration_since(timed.origin)
+        .as_secs_f64();
     let mut counts = RunCounts::default();
     let mut runs = 0;
     let outcome = loop {
@@ -447,13 +448,6 @@ mod tests {
             in_flight: 4,
         };
         assert!((s.ideal_records_per_sec().unwrap() - 5333.333).abs() < 0.01);
-        assert_eq!(
-            Setting {
-                latency_ms: 0,
-                ..s
-            }
-            .ideal_records_per_sec(),
-            None
-        );
+        assert_eq!(Setting { latency_ms: 0, ..s }.ideal_records_per_sec(), None);
     }
 }

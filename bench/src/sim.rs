@@ -137,10 +137,7 @@ impl Sim {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder, what: &str) -> Result<reqwest::Response> {
-        let resp = req
-            .send()
-            .await
-            .ctx(format!("simulator admin {what}"))?;
+        let resp = req.send().await.ctx(format!("simulator admin {what}"))?;
         if !resp.status().is_success() {
             return Err(BenchError::new(format!(
                 "simulator admin {what}: HTTP {}",
@@ -240,12 +237,8 @@ pub async fn serve_child_main() -> Result<()> {
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string(&banner).ctx("the banner")?
-        )
-        .ctx("writing the banner")?;
+        writeln!(out, "{}", serde_json::to_string(&banner).ctx("the banner")?)
+            .ctx("writing the banner")?;
         out.flush().ctx("writing the banner")?;
     }
     let mut stdin = tokio::io::stdin();

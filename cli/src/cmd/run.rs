@@ -97,6 +97,7 @@ pub fn exit_of(outcome: &RunOutcome) -> Exit {
         RunOutcome::Halted { .. } => Exit::Halted,
         RunOutcome::Blocked { .. } => Exit::Blocked,
         RunOutcome::AlreadyRunning
+        | RunOutcome::TenantBusy
         | RunOutcome::DeadlineReached
         | RunOutcome::BudgetExhausted { .. }
         | RunOutcome::RequestFailed { .. }
@@ -116,6 +117,9 @@ pub fn outcome_line(r: &RunReport) -> String {
             "did nothing: export_to_crm is off (crmx settings set --export-to-crm on)".to_owned()
         }
         RunOutcome::AlreadyRunning => "not started: another run holds the job's lease".into(),
+        RunOutcome::TenantBusy => {
+            "not started: the tenant's other jobs hold all its request slots (max_in_flight)".into()
+        }
         RunOutcome::Halted { key, seq, code } => {
             format!("HALTED on record {key} (seq {seq}): {code}")
         }

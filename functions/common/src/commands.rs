@@ -61,7 +61,9 @@ impl JobCommand {
 pub enum Received {
     Run(JobCommand),
     /// Older than the limit: the next tick asks again.
-    Stale { age: Duration },
+    Stale {
+        age: Duration,
+    },
 }
 
 /// Parses the EventBridge event a command rule delivers and checks its age against `now`.

@@ -105,7 +105,8 @@ impl FunctionConfig {
         let mut events = EventBridgeConfig::new(required("EVENT_BUS_NAME")?);
         events.timeouts = sdk_timeouts;
 
-        let secret_prefix = var("TENANT_SECRET_PREFIX").unwrap_or_else(|| DEFAULT_SECRET_PREFIX.into());
+        let secret_prefix =
+            var("TENANT_SECRET_PREFIX").unwrap_or_else(|| DEFAULT_SECRET_PREFIX.into());
         if secret_prefix.contains('*') {
             return Err(ConfigError::Invalid {
                 name: "TENANT_SECRET_PREFIX",

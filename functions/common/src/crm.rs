@@ -4,9 +4,7 @@
 
 use crate::secrets::{SecretError, SecretsManagerCredentialSink, TenantSecrets};
 use crm_export_core::ports::{CrmClient, UpsertRequest};
-use crm_export_core::{
-    CrmReply, RecordOutcome, RequestFailure, RequestFailureKind, TenantId,
-};
+use crm_export_core::{CrmReply, RecordOutcome, RequestFailure, RequestFailureKind, TenantId};
 use crm_export_salesforce::SalesforceClient;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -55,8 +53,13 @@ impl CrmFactory {
             }
         }
         let name = self.secrets.secret_name(tenant);
-        self.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let read = self.secrets.read(&name).await.map_err(|e| failure(tenant, e))?;
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let read = self
+            .secrets
+            .read(&name)
+            .await
+            .map_err(|e| failure(tenant, e))?;
         if let Some(c) = cache.get_mut(tenant) {
             if c.sink.known_version() == read.version_id {
                 c.checked_at = Instant::now();
@@ -69,13 +72,14 @@ impl CrmFactory {
             &read,
             self.settle,
         ));
-        let client = SalesforceClient::with_credential_sink(read.config, sink.clone()).map_err(|e| {
-            RequestFailure::new(
-                RequestFailureKind::Misconfigured,
-                "CRM_CREDENTIALS_INVALID",
-                format!("the CRM connection of tenant {tenant} is unusable: {e}"),
-            )
-        })?;
+        let client =
+            SalesforceClient::with_credential_sink(read.config, sink.clone()).map_err(|e| {
+                RequestFailure::new(
+                    RequestFailureKind::Misconfigured,
+                    "CRM_CREDENTIALS_INVALID",
+                    format!("the CRM connection of tenant {tenant} is unusable: {e}"),
+                )
+            })?;
         let client = Arc::new(client);
         tracing::info!(%tenant, grant = client_grant(&client), "CRM client built from the tenant secret");
         cache.insert(
@@ -100,7 +104,9 @@ fn client_grant(client: &SalesforceClient) -> String {
 fn failure(tenant: &TenantId, e: SecretError) -> RequestFailure {
     let (kind, code) = match &e {
         SecretError::NotFound(_) => (RequestFailureKind::Misconfigured, "CRM_CREDENTIALS_MISSING"),
-        SecretError::Invalid { .. } => (RequestFailureKind::Misconfigured, "CRM_CREDENTIALS_INVALID"),
+        SecretError::Invalid { .. } => {
+            (RequestFailureKind::Misconfigured, "CRM_CREDENTIALS_INVALID")
+        }
         SecretError::Unavailable(_) => (RequestFailureKind::Unavailable, "SECRETS_UNAVAILABLE"),
     };
     tracing::error!(%tenant, code, error = %e, "the tenant's CRM credentials could not be read");

@@ -56,13 +56,18 @@ pub struct Tick {
 ///   sends it (the template fills `time` from `<aws.scheduler.scheduled-time>`).
 pub fn parse_tick(payload: &Value) -> Result<Tick, FunctionError> {
     let bad = |why: &str| FunctionError::BadEvent(format!("not a dispatcher tick: {why}"));
-    let obj = payload.as_object().ok_or_else(|| bad("not a JSON object"))?;
+    let obj = payload
+        .as_object()
+        .ok_or_else(|| bad("not a JSON object"))?;
     let (sweep, time) = if obj.contains_key("detail-type") {
         let detail_type = obj["detail-type"].as_str().unwrap_or_default();
         if detail_type != "Scheduled Event" {
             return Err(bad(&format!("detail-type {detail_type:?}")));
         }
-        (obj.get("detail").and_then(|d| d.get("sweep")), obj.get("time"))
+        (
+            obj.get("detail").and_then(|d| d.get("sweep")),
+            obj.get("time"),
+        )
     } else {
         (obj.get("sweep"), obj.get("time"))
     };
@@ -309,7 +314,11 @@ impl Dispatcher {
         Self {
             store: DynamoStore::new(sdk, config.dynamo.clone()),
             events: EventBridgePublisher::new(sdk, config.events.clone()),
-            commands: CommandPublisher::new(sdk, config.events.bus_name.clone(), &config.sdk_timeouts),
+            commands: CommandPublisher::new(
+                sdk,
+                config.events.bus_name.clone(),
+                &config.sdk_timeouts,
+            ),
             metrics: Metrics::new(
                 config.metrics_namespace.clone(),
                 config.service_name.clone(),
@@ -335,9 +344,15 @@ impl Dispatcher {
         if let (Sweep::Export, Some(time)) = (tick.sweep, tick.time) {
             let age = (now - time).to_std().unwrap_or_default();
             if age > self.config.command_max_age {
-                tracing::warn!(age_s = age.as_secs(), "tick older than the schedule interval dropped");
-                self.metrics.emit(&self.metrics.doc().count("TicksDropped", 1));
-                return Ok(json!({"status": "dropped", "reason": "stale", "age_seconds": age.as_secs()}));
+                tracing::warn!(
+                    age_s = age.as_secs(),
+                    "tick older than the schedule interval dropped"
+                );
+                self.metrics
+                    .emit(&self.metrics.doc().count("TicksDropped", 1));
+                return Ok(
+                    json!({"status": "dropped", "reason": "stale", "age_seconds": age.as_secs()}),
+                );
             }
         }
         let survey = survey(&self.store, now, self.engine.retry_interval).await?;
@@ -479,7 +494,13 @@ mod tests {
         }
     }
 
-    async fn set_state(store: &MemoryStore, j: &JobRef, state: JobState, errors: Vec<ErrorWrite>, now: Timestamp) {
+    async fn set_state(
+        store: &MemoryStore,
+        j: &JobRef,
+        state: JobState,
+        errors: Vec<ErrorWrite>,
+        now: Timestamp,
+    ) {
         let lease = store
             .acquire_lease(j, &RunId::random(), now, Duration::from_secs(60))
             .await
@@ -510,9 +531,22 @@ mod tests {
         let store = MemoryStore::new();
         let now = at("2026-01-10T12:00:00Z");
         let two_days_ago = now - chrono::Duration::days(2);
-        tenant(&store, "acme", true, &["busy", "idle", "halted", "fresh-error"], now).await;
+        tenant(
+            &store,
+            "acme",
+            true,
+            &["busy", "idle", "halted", "fresh-error"],
+            now,
+        )
+        .await;
         tenant(&store, "globex", false, &["busy"], now).await;
-        enqueue(&store, &job("acme", "busy"), &["a", "b"], now - chrono::Duration::minutes(30)).await;
+        enqueue(
+            &store,
+            &job("acme", "busy"),
+            &["a", "b"],
+            now - chrono::Duration::minutes(30),
+        )
+        .await;
         enqueue(&store, &job("globex", "busy"), &["a"], now).await;
         // Halted two days ago on seq 1, last retry pass two days ago: overdue.
         let halted = job("acme", "halted");
@@ -530,7 +564,14 @@ mod tests {
             last_retry_completed_at: Some(two_days_ago),
             ..JobState::default()
         };
-        set_state(&store, &halted, state, vec![ErrorWrite::Put(item("x", 1, two_days_ago))], now).await;
+        set_state(
+            &store,
+            &halted,
+            state,
+            vec![ErrorWrite::Put(item("x", 1, two_days_ago))],
+            now,
+        )
+        .await;
         // An error that failed an hour ago, never retried: not overdue yet.
         let fresh = job("acme", "fresh-error");
         let hour_ago = now - chrono::Duration::hours(1);
@@ -539,9 +580,18 @@ mod tests {
             cursor: 1,
             ..JobState::default()
         };
-        set_state(&store, &fresh, state, vec![ErrorWrite::Put(item("y", 1, hour_ago))], now).await;
+        set_state(
+            &store,
+            &fresh,
+            state,
+            vec![ErrorWrite::Put(item("y", 1, hour_ago))],
+            now,
+        )
+        .await;
 
-        let s = survey(&store, now, chrono::Duration::hours(24)).await.unwrap();
+        let s = survey(&store, now, chrono::Duration::hours(24))
+            .await
+            .unwrap();
         assert_eq!(s.tenants.len(), 2);
         assert_eq!(s.enabled_tenants.len(), 1, "globex has exporting off");
         assert_eq!(s.jobs.len(), 4);
@@ -563,7 +613,11 @@ mod tests {
         };
         assert_eq!(
             names(plan(&s, Sweep::Export)),
-            ["Export acme/busy", "Export acme/halted", "Retry acme/halted"]
+            [
+                "Export acme/busy",
+                "Export acme/halted",
+                "Retry acme/halted"
+            ]
         );
         assert_eq!(
             names(plan(&s, Sweep::Retry)),
@@ -583,8 +637,17 @@ mod tests {
             cursor: 1,
             ..JobState::default()
         };
-        set_state(&store, &j, state, vec![ErrorWrite::Put(item("k", 1, old))], now).await;
-        let s = survey(&store, now, chrono::Duration::hours(24)).await.unwrap();
+        set_state(
+            &store,
+            &j,
+            state,
+            vec![ErrorWrite::Put(item("k", 1, old))],
+            now,
+        )
+        .await;
+        let s = survey(&store, now, chrono::Duration::hours(24))
+            .await
+            .unwrap();
         assert!(s.jobs[0].retry_overdue);
         assert!(!s.jobs[0].has_work(), "nothing queued after the cursor");
         assert_eq!(plan(&s, Sweep::Export).len(), 1);

@@ -75,7 +75,10 @@ mod tests {
         let job = JobRef::new("acme".parse().unwrap(), "contacts".parse().unwrap());
         let d: Diagnostic = FunctionError::Engine(EngineError::UnknownJob(job)).into();
         assert_eq!(d.error_type, "NonRetryable");
-        assert_eq!(d.error_message, "unknown_job: job acme/contacts is not defined");
+        assert_eq!(
+            d.error_message,
+            "unknown_job: job acme/contacts is not defined"
+        );
         let d: Diagnostic = FunctionError::BadEvent("nope".into()).into();
         assert_eq!(d.error_type, "NonRetryable");
     }

@@ -116,7 +116,12 @@ impl JobFunction {
     pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, FunctionError> {
         let kind = kind_name(self.kind);
         let now = chrono::Utc::now();
-        let command = match parse_command(event.payload, self.kind, now, self.config.command_max_age) {
+        let command = match parse_command(
+            event.payload,
+            self.kind,
+            now,
+            self.config.command_max_age,
+        ) {
             Ok(Received::Run(c)) => c,
             Ok(Received::Stale { age }) => {
                 tracing::warn!(
@@ -132,7 +137,9 @@ impl JobFunction {
                         .dimension("RunKind", kind)
                         .count("CommandsDropped", 1),
                 );
-                return Ok(json!({"status": "dropped", "reason": "stale", "age_seconds": age.as_secs()}));
+                return Ok(
+                    json!({"status": "dropped", "reason": "stale", "age_seconds": age.as_secs()}),
+                );
             }
             Err(e) => {
                 tracing::error!(kind, code = e.code(), error = %e, "event refused");

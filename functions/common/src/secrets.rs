@@ -194,7 +194,11 @@ impl SecretsManagerCredentialSink {
     }
 
     async fn reread(&self) -> Result<(String, Value), SinkError> {
-        let v = self.secrets.read(&self.name).await.map_err(|e| SinkError::Failed(e.to_string()))?;
+        let v = self
+            .secrets
+            .read(&self.name)
+            .await
+            .map_err(|e| SinkError::Failed(e.to_string()))?;
         let known = (v.version_id, v.document);
         *self.lock() = known.clone();
         Ok(known)
@@ -217,7 +221,8 @@ impl CredentialSink for SecretsManagerCredentialSink {
         }
         let (old_version, mut document) = known;
         document["credentials"]["refresh_token"] = Value::String(new.to_string());
-        let text = serde_json::to_string(&document).map_err(|e| SinkError::Failed(e.to_string()))?;
+        let text =
+            serde_json::to_string(&document).map_err(|e| SinkError::Failed(e.to_string()))?;
         let new_version = uuid::Uuid::new_v4().to_string();
         let client = self.secrets.client();
         client

@@ -7,7 +7,7 @@
 mod support;
 
 use crm_export_core::ports::{
-    Commit, ErrorWrite, ExportErrorStore, ExportQueue, JobStateStore, LeaseStore,
+    Commit, ErrorWrite, ExportErrorStore, ExportQueue, JobStateStore, LeaseStore, Outbox,
 };
 use crm_export_core::*;
 use serde_json::{json, Value};
@@ -27,7 +27,8 @@ async fn export_function_exports_halts_on_a_refused_record_and_rotates_the_refre
     let sim = simulator("rt-initial", true).await;
     let tenant = aws.onboard("acme", true, &["contacts"]).await;
     let contacts = job(&tenant, "contacts");
-    aws.put_secret("acme", &salesforce_secret(&sim, "rt-initial")).await;
+    aws.put_secret("acme", &salesforce_secret(&sim, "rt-initial"))
+        .await;
     let marker = "personal-data-marker@example.com";
     aws.store
         .enqueue(
@@ -72,7 +73,12 @@ async fn export_function_exports_halts_on_a_refused_record_and_rotates_the_refre
     let records = sim.records(support::OBJECT).unwrap();
     let keys: Vec<String> = records
         .iter()
-        .filter_map(|r| r.fields.get(support::EXT).and_then(Value::as_str).map(str::to_owned))
+        .filter_map(|r| {
+            r.fields
+                .get(support::EXT)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
         .collect();
     assert!(keys.contains(&"c-1".to_string()), "{keys:?}");
     assert!(!keys.contains(&"c-2".to_string()), "{keys:?}");
@@ -84,17 +90,28 @@ async fn export_function_exports_halts_on_a_refused_record_and_rotates_the_refre
     assert_eq!(halted[0]["source"], "crm-export");
     assert_eq!(halted[0]["detail"]["tenant_id"], "acme");
     assert_eq!(halted[0]["detail"]["job_id"], "contacts");
-    assert_eq!(of_type(&events, "ExportRunCompleted").len(), 1, "{events:#?}");
+    assert_eq!(
+        of_type(&events, "ExportRunCompleted").len(),
+        1,
+        "{events:#?}"
+    );
     assert_eq!(of_type(&events, "SettingsChanged").len(), 1, "{events:#?}");
 
     // The rotated refresh token went back to Secrets Manager, and it is the one the org
     // now accepts (the old one is revoked).
     let (secret, _) = aws.current_secret("acme").await;
-    let stored = secret["credentials"]["refresh_token"].as_str().unwrap().to_string();
+    let stored = secret["credentials"]["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_ne!(stored, "rt-initial");
     let live = sim.org().oauth.clients[0].refresh_tokens.clone();
     assert_eq!(live, vec![stored.clone()]);
-    assert_eq!(secret["login_url"], sim.base_url(), "the rest of the document is kept");
+    assert_eq!(
+        secret["login_url"],
+        sim.base_url(),
+        "the rest of the document is kept"
+    );
 
     // Logs: JSON only, every line of the run names tenant, job and run id, and neither the
     // record values nor any credential is printed.
@@ -108,12 +125,23 @@ async fn export_function_exports_halts_on_a_refused_record_and_rotates_the_refre
         assert_eq!(span["run_id"], report["run_id"]);
     }
     let text = logs.all_text();
-    for secret in [marker, "rt-initial", stored.as_str(), support::CLIENT_SECRET] {
-        assert!(!text.contains(secret), "{secret:?} leaked into the logs:\n{text}");
+    for secret in [
+        marker,
+        "rt-initial",
+        stored.as_str(),
+        support::CLIENT_SECRET,
+    ] {
+        assert!(
+            !text.contains(secret),
+            "{secret:?} leaked into the logs:\n{text}"
+        );
     }
     // EMF: the run's metrics, by run kind, with the job as properties.
     let doc = logs.metric_doc("RecordsExported");
-    assert_eq!(doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([["Service", "RunKind"]]));
+    assert_eq!(
+        doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+        json!([["Service", "RunKind"]])
+    );
     assert_eq!(doc["RunKind"], "export");
     assert_eq!(doc["TenantId"], "acme");
     assert_eq!(doc["RecordErrors"], 1.0);
@@ -129,9 +157,14 @@ async fn export_function_drops_a_command_older_than_the_interval() {
     let sim = simulator("rt-stale", false).await;
     let tenant = aws.onboard("acme", true, &["contacts"]).await;
     let contacts = job(&tenant, "contacts");
-    aws.put_secret("acme", &salesforce_secret(&sim, "rt-stale")).await;
+    aws.put_secret("acme", &salesforce_secret(&sim, "rt-stale"))
+        .await;
     aws.store
-        .enqueue(&contacts, vec![contact("c-1", "Lovelace", "a@example.com")], chrono::Utc::now())
+        .enqueue(
+            &contacts,
+            vec![contact("c-1", "Lovelace", "a@example.com")],
+            chrono::Utc::now(),
+        )
         .await
         .unwrap();
 
@@ -152,7 +185,17 @@ async fn export_function_drops_a_command_older_than_the_interval() {
     let state = aws.store.load_state(&contacts).await.unwrap();
     assert_eq!(state.cursor, 0);
     assert_eq!(state.last_run_at, None, "no run started");
-    assert!(aws.store.acquire_lease(&contacts, &RunId::random(), chrono::Utc::now(), Duration::from_secs(1)).await.unwrap().is_some());
+    assert!(aws
+        .store
+        .acquire_lease(
+            &contacts,
+            &RunId::random(),
+            chrono::Utc::now(),
+            Duration::from_secs(1)
+        )
+        .await
+        .unwrap()
+        .is_some());
     let dropped = logs.metric_doc("CommandsDropped");
     assert_eq!(dropped["CommandsDropped"], 1.0);
 }
@@ -171,7 +214,13 @@ async fn export_function_reports_bad_events_and_unknown_jobs_as_non_retryable() 
     match f.invoke(&unknown, BUDGET).await {
         Outcome::Error { error_type, body } => {
             assert_eq!(error_type, "NonRetryable", "{body}");
-            assert!(body["errorMessage"].as_str().unwrap().starts_with("unknown_job:"), "{body}");
+            assert!(
+                body["errorMessage"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("unknown_job:"),
+                "{body}"
+            );
         }
         other => panic!("expected an error, got {other:?}"),
     }
@@ -184,7 +233,13 @@ async fn export_function_reports_bad_events_and_unknown_jobs_as_non_retryable() 
     match f.invoke(&wrong, BUDGET).await {
         Outcome::Error { error_type, body } => {
             assert_eq!(error_type, "NonRetryable");
-            assert!(body["errorMessage"].as_str().unwrap().starts_with("bad_event:"), "{body}");
+            assert!(
+                body["errorMessage"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("bad_event:"),
+                "{body}"
+            );
         }
         other => panic!("expected an error, got {other:?}"),
     }
@@ -195,7 +250,10 @@ async fn export_function_reports_bad_events_and_unknown_jobs_as_non_retryable() 
         chrono::Utc::now(),
     );
     let report = f.invoke(&fine, BUDGET).await.ok();
-    assert_eq!(report["outcome"]["outcome"], "completed", "nothing queued: {report}");
+    assert_eq!(
+        report["outcome"]["outcome"], "completed",
+        "nothing queued: {report}"
+    );
     let logs = f.stop().await;
     let errors = logs.metric_doc("RunErrors");
     assert_eq!(errors["Code"], "unknown_job");
@@ -207,7 +265,11 @@ async fn export_function_blocks_a_job_whose_tenant_has_no_crm_secret() {
     let tenant = aws.onboard("acme", true, &["contacts"]).await;
     let contacts = job(&tenant, "contacts");
     aws.store
-        .enqueue(&contacts, vec![contact("c-1", "Lovelace", "a@example.com")], chrono::Utc::now())
+        .enqueue(
+            &contacts,
+            vec![contact("c-1", "Lovelace", "a@example.com")],
+            chrono::Utc::now(),
+        )
         .await
         .unwrap();
     let mut f = LambdaProcess::start(&binary("export"), "export", &aws.function_env()).await;
@@ -237,7 +299,16 @@ async fn set_state(aws: &Aws, j: &JobRef, state: JobState, errors: Vec<ErrorWrit
         .unwrap()
         .unwrap();
     aws.store
-        .commit(j, &lease, now, Commit { state, errors, events: vec![] })
+        .commit(
+            j,
+            &lease,
+            now,
+            Commit {
+                state,
+                errors,
+                events: vec![],
+            },
+        )
         .await
         .unwrap();
     aws.store.release_lease(j, &lease).await.unwrap();
@@ -285,17 +356,29 @@ async fn dispatcher_fans_out_commands_and_emits_the_job_gauges() {
     let acme = aws.onboard("acme", true, &["busy", "idle", "halted"]).await;
     let globex = aws.onboard("globex", false, &["busy"]).await;
     aws.store
-        .enqueue(&job(&acme, "busy"), vec![contact("b-1", "L", "a@example.com")], now - chrono::Duration::minutes(40))
+        .enqueue(
+            &job(&acme, "busy"),
+            vec![contact("b-1", "L", "a@example.com")],
+            now - chrono::Duration::minutes(40),
+        )
         .await
         .unwrap();
     aws.store
-        .enqueue(&job(&globex, "busy"), vec![contact("g-1", "L", "a@example.com")], now)
+        .enqueue(
+            &job(&globex, "busy"),
+            vec![contact("g-1", "L", "a@example.com")],
+            now,
+        )
         .await
         .unwrap();
     // Halted two days ago on seq 1; the last retry pass was two days ago too: overdue.
     let halted = job(&acme, "halted");
     aws.store
-        .enqueue(&halted, vec![contact("h-1", "Refused", "a@example.com")], two_days_ago)
+        .enqueue(
+            &halted,
+            vec![contact("h-1", "Refused", "a@example.com")],
+            two_days_ago,
+        )
         .await
         .unwrap();
     let state = JobState {
@@ -313,7 +396,8 @@ async fn dispatcher_fans_out_commands_and_emits_the_job_gauges() {
     let item = open_item("h-1", 1, json!({"External_Id__c": "h-1"}), two_days_ago);
     set_state(&aws, &halted, state, vec![ErrorWrite::Put(item)]).await;
 
-    let mut f = LambdaProcess::start(&binary("dispatcher"), "dispatcher", &aws.function_env()).await;
+    let mut f =
+        LambdaProcess::start(&binary("dispatcher"), "dispatcher", &aws.function_env()).await;
     // What a scheduled rule delivers.
     let scheduled = json!({
         "version": "0", "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
@@ -335,8 +419,12 @@ async fn dispatcher_fans_out_commands_and_emits_the_job_gauges() {
         ],
         "idle jobs and tenants with exporting off get no command"
     );
-    // The onboarding's SettingsChanged events were in the outbox: the tick published them.
+    // The onboarding's SettingsChanged events were in the outbox: the tick published them
+    // (both tenants', exporting on or off) and emptied the outbox in DynamoDB.
     assert_eq!(of_type(&events, "SettingsChanged").len(), 2, "{events:#?}");
+    for t in [&acme, &globex] {
+        assert!(aws.store.pending_events(t).await.unwrap().is_empty());
+    }
 
     // The daily sweep (Scheduler input): a retry command for each job with open items.
     let daily = json!({"sweep": "retry", "time": now.to_rfc3339()});
@@ -354,13 +442,19 @@ async fn dispatcher_fans_out_commands_and_emits_the_job_gauges() {
 
     // The gauges: fleet-wide aggregates (what the alarms watch) and one line per job.
     let summary = logs.metric_doc("OldestHaltAge");
-    assert_eq!(summary["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([["Service"]]));
+    assert_eq!(
+        summary["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+        json!([["Service"]])
+    );
     assert_eq!(summary["Service"], "crm-export-test");
     assert_eq!(summary["JobsEnabled"], 3.0);
     assert_eq!(summary["JobsHalted"], 1.0);
     assert_eq!(summary["JobsBlocked"], 0.0);
     assert_eq!(summary["CommandsPublished"], 3.0);
-    assert!(summary["OldestHaltAge"].as_f64().unwrap() >= 2.0 * 86400.0 - 60.0, "{summary}");
+    assert!(
+        summary["OldestHaltAge"].as_f64().unwrap() >= 2.0 * 86400.0 - 60.0,
+        "{summary}"
+    );
     // The oldest un-exported record is the halted one, queued two days ago.
     assert!(summary["OldestUnexportedAge"].as_f64().unwrap() >= 2.0 * 86400.0 - 60.0);
     assert_eq!(summary["OpenExportErrors"], 1.0);
@@ -369,12 +463,21 @@ async fn dispatcher_fans_out_commands_and_emits_the_job_gauges() {
         .into_iter()
         .filter(|d| d.get("JobHaltAge").is_some())
         .collect();
-    let idle = per_job.iter().find(|d| d["JobId"] == "idle").expect("a gauge for the idle job");
+    let idle = per_job
+        .iter()
+        .find(|d| d["JobId"] == "idle")
+        .expect("a gauge for the idle job");
     assert_eq!(idle["JobBacklog"], 0.0);
     assert_eq!(idle["JobHaltAge"], 0.0);
-    let busy = per_job.iter().find(|d| d["JobId"] == "busy" && d["TenantId"] == "acme").unwrap();
+    let busy = per_job
+        .iter()
+        .find(|d| d["JobId"] == "busy" && d["TenantId"] == "acme")
+        .unwrap();
     assert!(busy["JobOldestUnexportedAge"].as_f64().unwrap() >= 40.0 * 60.0 - 60.0);
-    assert!(per_job.iter().all(|d| d["TenantId"] != "globex"), "no gauges for disabled tenants");
+    assert!(
+        per_job.iter().all(|d| d["TenantId"] != "globex"),
+        "no gauges for disabled tenants"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -384,10 +487,15 @@ async fn retry_function_resends_open_export_errors_and_resolves_them() {
     let sim = simulator("rt-retry", false).await;
     let tenant = aws.onboard("acme", true, &["contacts"]).await;
     let contacts = job(&tenant, "contacts");
-    aws.put_secret("acme", &salesforce_secret(&sim, "rt-retry")).await;
+    aws.put_secret("acme", &salesforce_secret(&sim, "rt-retry"))
+        .await;
     let yesterday = chrono::Utc::now() - chrono::Duration::hours(25);
     aws.store
-        .enqueue(&contacts, vec![contact("r-1", "Refused", "a@example.com")], yesterday)
+        .enqueue(
+            &contacts,
+            vec![contact("r-1", "Refused", "a@example.com")],
+            yesterday,
+        )
         .await
         .unwrap();
     // Logged with pause off and passed over: cursor past it, item open.
@@ -396,9 +504,20 @@ async fn retry_function_resends_open_export_errors_and_resolves_them() {
         cursor: 1,
         ..JobState::default()
     };
-    set_state(&aws, &contacts, state, vec![ErrorWrite::Put(open_item("r-1", 1, fields, yesterday))]).await;
+    set_state(
+        &aws,
+        &contacts,
+        state,
+        vec![ErrorWrite::Put(open_item("r-1", 1, fields, yesterday))],
+    )
+    .await;
 
-    let mut f = LambdaProcess::start(&binary("export-error-retry"), "export-error-retry", &aws.function_env()).await;
+    let mut f = LambdaProcess::start(
+        &binary("export-error-retry"),
+        "export-error-retry",
+        &aws.function_env(),
+    )
+    .await;
     let event = command_event(
         "ExportErrorRetryRequested",
         json!({"tenant_id": "acme", "job_id": "contacts", "run_id": "run-from-the-api"}),
@@ -408,7 +527,10 @@ async fn retry_function_resends_open_export_errors_and_resolves_them() {
     let logs = f.stop().await;
 
     assert_eq!(report["kind"], "retry");
-    assert_eq!(report["run_id"], "run-from-the-api", "the API's run id is the run's");
+    assert_eq!(
+        report["run_id"], "run-from-the-api",
+        "the API's run id is the run's"
+    );
     assert_eq!(report["outcome"]["outcome"], "completed", "{report}");
     let item = aws
         .store
@@ -430,7 +552,13 @@ async fn retry_function_resends_open_export_errors_and_resolves_them() {
 }
 
 /// An API Gateway HTTP API (payload 2.0) request with a JWT authorizer's claims.
-fn api_request(method: &str, path: &str, headers: Value, body: Option<Value>, tenant: &str) -> Value {
+fn api_request(
+    method: &str,
+    path: &str,
+    headers: Value,
+    body: Option<Value>,
+    tenant: &str,
+) -> Value {
     json!({
         "version": "2.0",
         "routeKey": format!("{method} /v1/{{proxy+}}"),
@@ -472,9 +600,16 @@ fn body_of(response: &Value) -> Value {
 async fn settings_api_serves_the_callers_tenant_and_publishes_changes_and_retry_requests() {
     let aws = Aws::new("fx-api").await;
     let tenant = aws.onboard("acme", true, &["contacts"]).await;
-    let mut f = LambdaProcess::start(&binary("settings-api"), "settings-api", &aws.function_env()).await;
+    let mut f =
+        LambdaProcess::start(&binary("settings-api"), "settings-api", &aws.function_env()).await;
 
-    let get = api_request("GET", "/v1/settings", json!({"accept": "application/json"}), None, "acme");
+    let get = api_request(
+        "GET",
+        "/v1/settings",
+        json!({"accept": "application/json"}),
+        None,
+        "acme",
+    );
     let response = f.invoke(&get, BUDGET).await.ok();
     assert_eq!(response["statusCode"], 200, "{response}");
     let settings = body_of(&response);
@@ -499,7 +634,13 @@ async fn settings_api_serves_the_callers_tenant_and_publishes_changes_and_retry_
     assert_eq!(stored.version, 2);
     assert_eq!(stored.settings.batch_size.get(), 50);
 
-    let retry = api_request("POST", "/v1/jobs/contacts/retry-runs", json!({}), None, "acme");
+    let retry = api_request(
+        "POST",
+        "/v1/jobs/contacts/retry-runs",
+        json!({}),
+        None,
+        "acme",
+    );
     let response = f.invoke(&retry, BUDGET).await.ok();
     assert_eq!(response["statusCode"], 202, "{response}");
     let run_id = body_of(&response)["run_id"].as_str().unwrap().to_string();
@@ -512,7 +653,10 @@ async fn settings_api_serves_the_callers_tenant_and_publishes_changes_and_retry_
 
     let events = aws.bus_events(3).await;
     let changed = of_type(&events, "SettingsChanged");
-    assert!(changed.iter().any(|e| e["detail"]["version"] == 2), "{events:#?}");
+    assert!(
+        changed.iter().any(|e| e["detail"]["version"] == 2),
+        "{events:#?}"
+    );
     let requested = of_type(&events, "ExportErrorRetryRequested");
     assert_eq!(requested.len(), 1, "{events:#?}");
     assert_eq!(requested[0]["source"], "crm-export.internal");

@@ -43,7 +43,9 @@ async fn stages(s: &TenantSecrets, name: &str, stage: &str) -> Option<String> {
         .await
         .ok()?;
     let v: serde_json::Value = serde_json::from_str(out.secret_string()?).ok()?;
-    v["credentials"]["refresh_token"].as_str().map(str::to_owned)
+    v["credentials"]["refresh_token"]
+        .as_str()
+        .map(str::to_owned)
 }
 
 #[tokio::test]
@@ -55,30 +57,48 @@ async fn a_rotation_is_written_only_over_the_token_it_replaces() {
     let a = SecretsManagerCredentialSink::new(s.clone(), &name, &read, Duration::ZERO);
     let b = SecretsManagerCredentialSink::new(s.clone(), &name, &read, Duration::ZERO);
 
-    a.refresh_token_rotated("t0", "t1").await.expect("a's rotation is stored");
+    a.refresh_token_rotated("t0", "t1")
+        .await
+        .expect("a's rotation is stored");
     assert_eq!(stages(&s, &name, "AWSCURRENT").await.as_deref(), Some("t1"));
-    assert_eq!(stages(&s, &name, "AWSPREVIOUS").await.as_deref(), Some("t0"));
+    assert_eq!(
+        stages(&s, &name, "AWSPREVIOUS").await.as_deref(),
+        Some("t0")
+    );
     let now = s.read(&name).await.unwrap();
     assert_eq!(now.document["note"], "kept on write-back");
     assert_eq!(now.version_id, a.known_version());
 
     // b still believes t0 is current: its write reaches the conditional label move, which
     // refuses it because AWSCURRENT is no longer on version 0. t1 stays.
-    assert_eq!(b.refresh_token_rotated("t0", "t2").await, Err(SinkError::Conflict));
+    assert_eq!(
+        b.refresh_token_rotated("t0", "t2").await,
+        Err(SinkError::Conflict)
+    );
     assert_eq!(stages(&s, &name, "AWSCURRENT").await.as_deref(), Some("t1"));
     // Its refused version is left unlabelled as current, under the pending label only.
     assert_eq!(
-        stages(&s, &name, crm_export_functions::secrets::PENDING_STAGE).await.as_deref(),
+        stages(&s, &name, crm_export_functions::secrets::PENDING_STAGE)
+            .await
+            .as_deref(),
         Some("t2")
     );
 
     // b's client, refused with t0, asks for the latest token: t1.
-    assert_eq!(b.latest_refresh_token().await.unwrap().as_deref(), Some("t1"));
+    assert_eq!(
+        b.latest_refresh_token().await.unwrap().as_deref(),
+        Some("t1")
+    );
     // From there b's next rotation replaces t1 and succeeds.
-    b.refresh_token_rotated("t1", "t3").await.expect("b's rotation from t1");
+    b.refresh_token_rotated("t1", "t3")
+        .await
+        .expect("b's rotation from t1");
     assert_eq!(stages(&s, &name, "AWSCURRENT").await.as_deref(), Some("t3"));
     // a's stale view is refused at the pre-check (the stored token is not t1).
-    assert_eq!(a.refresh_token_rotated("t1", "t4").await, Err(SinkError::Conflict));
+    assert_eq!(
+        a.refresh_token_rotated("t1", "t4").await,
+        Err(SinkError::Conflict)
+    );
     assert_eq!(stages(&s, &name, "AWSCURRENT").await.as_deref(), Some("t3"));
 }
 
@@ -93,7 +113,11 @@ async fn the_factory_reads_a_secret_once_per_ttl_and_rebuilds_after_a_rotation()
     let first = cached.client(&acme).await.unwrap();
     let second = cached.client(&acme).await.unwrap();
     assert!(Arc::ptr_eq(&first, &second));
-    assert_eq!(cached.secret_reads(), 1, "within the TTL the secret is not read again");
+    assert_eq!(
+        cached.secret_reads(),
+        1,
+        "within the TTL the secret is not read again"
+    );
 
     // TTL 0: every call re-reads; an unchanged version keeps the client (and its session).
     let fresh = CrmFactory::new(s.clone(), Duration::ZERO, Duration::ZERO);
@@ -116,7 +140,10 @@ async fn a_missing_or_malformed_secret_is_a_configuration_failure() {
     let prefix = format!("{}/tenants/", support::unique("missing"));
     let s = secrets(&prefix).await;
     let factory = CrmFactory::new(s.clone(), Duration::from_secs(300), Duration::ZERO);
-    let err = factory.client(&"nobody".parse().unwrap()).await.unwrap_err();
+    let err = factory
+        .client(&"nobody".parse().unwrap())
+        .await
+        .unwrap_err();
     assert_eq!(err.kind, RequestFailureKind::Misconfigured);
     assert_eq!(err.code, "CRM_CREDENTIALS_MISSING");
 
@@ -128,7 +155,14 @@ async fn a_missing_or_malformed_secret_is_a_configuration_failure() {
         .send()
         .await
         .unwrap();
-    let err = factory.client(&"broken".parse().unwrap()).await.unwrap_err();
+    let err = factory
+        .client(&"broken".parse().unwrap())
+        .await
+        .unwrap_err();
     assert_eq!(err.code, "CRM_CREDENTIALS_INVALID");
-    assert!(!err.message.contains("hunter2"), "the message names no secret value: {}", err.message);
+    assert!(
+        !err.message.contains("hunter2"),
+        "the message names no secret value: {}",
+        err.message
+    );
 }

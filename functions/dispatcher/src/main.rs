@@ -11,8 +11,8 @@ async fn main() -> Result<(), Error> {
     // Configuration and clients once per container; every invocation borrows them.
     let dispatcher = Dispatcher::from_env().await?;
     let dispatcher = &dispatcher;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
-        dispatcher.handle(event).await
-    }))
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<serde_json::Value>| async move { dispatcher.handle(event).await },
+    ))
     .await
 }

@@ -12,8 +12,8 @@ async fn main() -> Result<(), Error> {
     // Configuration and clients once per container; every invocation borrows them.
     let function = JobFunction::from_env(RunKind::Retry).await?;
     let function = &function;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
-        function.handle(event).await
-    }))
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<serde_json::Value>| async move { function.handle(event).await },
+    ))
     .await
 }

@@ -16,7 +16,8 @@ async fn main() -> Result<(), lambda_http::Error> {
     let sdk = crm_export_aws::load_sdk_config().await;
     let store = Arc::new(DynamoStore::new(&sdk, config.dynamo.clone()));
     let events = Arc::new(EventBridgePublisher::new(&sdk, config.events.clone()));
-    let commands = CommandPublisher::new(&sdk, config.events.bus_name.clone(), &config.sdk_timeouts);
+    let commands =
+        CommandPublisher::new(&sdk, config.events.bus_name.clone(), &config.sdk_timeouts);
     let retry = Arc::new(EventBridgeRetryRequester::new(commands));
     let state = ApiState::new(store, events, retry);
     lambda_http::run(crm_export_api::lambda::lambda_router(state)).await

@@ -6,6 +6,7 @@ mod common;
 use common::crash::{CrashStore, Hook};
 use common::*;
 use crm_export_core::engine::{Engine, RunOutcome};
+use crm_export_core::ports::*;
 use crm_export_core::testing::Scripted;
 use crm_export_core::*;
 use std::time::Duration;
@@ -132,4 +133,70 @@ async fn a_key_in_flight_is_never_sent_again_before_its_request_ends() {
         );
         w.assert_crm_clean();
     }
+}
+
+/// The window is per tenant across its jobs: two jobs running at once share it.
+#[tokio::test]
+async fn two_jobs_of_one_tenant_share_the_tenants_window() {
+    let w = pipelined(4).await;
+    let other = JobRef::new(w.job.tenant.clone(), JobId::new("leads").unwrap());
+    let mut def = w
+        .store
+        .get_job(&w.job.tenant, &w.job.job)
+        .await
+        .unwrap()
+        .unwrap();
+    def.job_id = other.job.clone();
+    w.store.put_job(&w.job.tenant, def).await.unwrap();
+    w.put_n("k", 200).await;
+    for i in 0..200 {
+        let fields = serde_json::json!({EXT: format!("l{i:04}"), "_v": i});
+        let rec = NewRecord {
+            key: key(&format!("l{i:04}")),
+            fields: fields.as_object().unwrap().clone(),
+        };
+        w.store.enqueue(&other, vec![rec], w.now()).await.unwrap();
+    }
+    w.crm.set_latency(Duration::from_millis(100));
+    let engine = w.engine();
+    let (oa, ob) = (w.opts(), w.opts());
+    let (a, b) = tokio::join!(
+        engine.run_export(&w.job, &oa),
+        engine.run_export(&other, &ob)
+    );
+    assert_eq!(a.unwrap().outcome, RunOutcome::Completed);
+    assert_eq!(b.unwrap().outcome, RunOutcome::Completed);
+    assert!(
+        w.crm.max_concurrent_calls() <= 4,
+        "{} calls at once",
+        w.crm.max_concurrent_calls()
+    );
+    assert_eq!(w.state().await.cursor, 200);
+    assert_eq!(w.store.load_state(&other).await.unwrap().cursor, 200);
+}
+
+#[tokio::test]
+async fn a_run_finding_every_slot_taken_reports_the_tenant_busy() {
+    let w = pipelined(2).await;
+    w.put("a").await;
+    for i in 0..2 {
+        let slot = JobRef::new(w.job.tenant.clone(), JobId::tenant_slot(i));
+        let held = w
+            .store
+            .acquire_lease(
+                &slot,
+                &RunId("other-job".into()),
+                w.now(),
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap();
+        assert!(held.is_some());
+    }
+    let r = w.export().await;
+    assert_eq!(r.outcome, RunOutcome::TenantBusy);
+    assert_eq!(w.crm.call_count(), 0);
+    // Its job lease was given back: once the slots free up, the job runs.
+    w.advance(Duration::from_secs(61));
+    assert_eq!(w.export().await.outcome, RunOutcome::Completed);
 }

@@ -57,7 +57,10 @@ pub fn moto_timeouts() -> SdkTimeouts {
 }
 
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
 }
 
 /// The path of a function's bootstrap binary.
@@ -77,7 +80,15 @@ pub fn binary(name: &str) -> PathBuf {
         let status = std::process::Command::new(env!("CARGO"))
             .current_dir(&root)
             .args([
-                "build", "-p", "export", "-p", "dispatcher", "-p", "export-error-retry", "-p", "settings-api",
+                "build",
+                "-p",
+                "export",
+                "-p",
+                "dispatcher",
+                "-p",
+                "export-error-retry",
+                "-p",
+                "settings-api",
             ])
             .status()
             .expect("run cargo build for the function binaries");
@@ -109,12 +120,20 @@ impl Aws {
         let mut config = DynamoConfig::new(format!("{name}-state"), format!("{name}-queue"));
         config.timeouts = moto_timeouts();
         let store = DynamoStore::new(&sdk, config);
-        store.create_tables().await.expect("create the tables on moto");
+        store
+            .create_tables()
+            .await
+            .expect("create the tables on moto");
 
         let events = aws_sdk_eventbridge::Client::new(&sdk);
         let sqs = aws_sdk_sqs::Client::new(&sdk);
         let bus = format!("{name}-bus");
-        events.create_event_bus().name(&bus).send().await.expect("create the bus");
+        events
+            .create_event_bus()
+            .name(&bus)
+            .send()
+            .await
+            .expect("create the bus");
         let queue_url = sqs
             .create_queue()
             .queue_name(format!("{name}-observer"))
@@ -327,9 +346,12 @@ pub fn org(refresh_token: &str, with_rule: bool) -> sf_simulator::OrgDefinition 
 }
 
 pub async fn simulator(refresh_token: &str, with_rule: bool) -> sf_simulator::SimHandle {
-    sf_simulator::serve(org(refresh_token, with_rule), sf_simulator::ServeOptions::default())
-        .await
-        .expect("the simulator starts")
+    sf_simulator::serve(
+        org(refresh_token, with_rule),
+        sf_simulator::ServeOptions::default(),
+    )
+    .await
+    .expect("the simulator starts")
 }
 
 /// The tenant secret's document: a `SalesforceConfig` for the simulator.
@@ -349,12 +371,17 @@ pub fn salesforce_secret(sim: &sf_simulator::SimHandle, refresh_token: &str) -> 
 pub fn contact(key: &str, last_name: &str, email: &str) -> NewRecord {
     NewRecord {
         key: RecordKey::from_stored(key),
-        fields: serde_json::from_value(json!({EXT: key, "LastName": last_name, "Email": email})).unwrap(),
+        fields: serde_json::from_value(json!({EXT: key, "LastName": last_name, "Email": email}))
+            .unwrap(),
     }
 }
 
 /// An EventBridge custom event as a rule delivers it to Lambda.
-pub fn command_event(detail_type: &str, detail: Value, time: chrono::DateTime<chrono::Utc>) -> Value {
+pub fn command_event(
+    detail_type: &str,
+    detail: Value,
+    time: chrono::DateTime<chrono::Utc>,
+) -> Value {
     json!({
         "version": "0",
         "id": uuid::Uuid::new_v4().to_string(),
@@ -370,7 +397,10 @@ pub fn command_event(detail_type: &str, detail: Value, time: chrono::DateTime<ch
 
 /// The events of one `detail-type` among `events`.
 pub fn of_type<'a>(events: &'a [Value], detail_type: &str) -> Vec<&'a Value> {
-    events.iter().filter(|e| e["detail-type"] == detail_type).collect()
+    events
+        .iter()
+        .filter(|e| e["detail-type"] == detail_type)
+        .collect()
 }
 
 /// Lines of the run's span: every log line inside the run names its tenant, job and run.

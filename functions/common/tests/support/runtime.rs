@@ -31,7 +31,9 @@ impl Outcome {
     pub fn ok(self) -> Value {
         match self {
             Outcome::Response(v) => v,
-            Outcome::Error { error_type, body } => panic!("the function failed: {error_type} {body}"),
+            Outcome::Error { error_type, body } => {
+                panic!("the function failed: {error_type} {body}")
+            }
         }
     }
 }
@@ -77,7 +79,10 @@ async fn next(State(s): State<ApiState>) -> Response {
     let mut headers = HeaderMap::new();
     let h = |v: &str| HeaderValue::from_str(v).unwrap();
     headers.insert("lambda-runtime-aws-request-id", h(&inv.id));
-    headers.insert("lambda-runtime-deadline-ms", h(&inv.deadline_ms.to_string()));
+    headers.insert(
+        "lambda-runtime-deadline-ms",
+        h(&inv.deadline_ms.to_string()),
+    );
     headers.insert(
         "lambda-runtime-invoked-function-arn",
         h("arn:aws:lambda:us-east-1:123456789012:function:under-test"),
@@ -101,7 +106,8 @@ fn finish(s: &ApiState, id: &str, outcome: Outcome) -> StatusCode {
 }
 
 async fn response(State(s): State<ApiState>, Path(id): Path<String>, body: Bytes) -> StatusCode {
-    let v = serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into()));
+    let v = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into()));
     finish(&s, &id, Outcome::Response(v))
 }
 
@@ -112,11 +118,16 @@ async fn error(
     body: Bytes,
 ) -> StatusCode {
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let error_type = headers
-        .get("lambda-runtime-function-error-type")
-        .and_then(|v| v.to_str().ok())
+    // Lambda reports the body's errorType (the runtime's header only says "unhandled").
+    let error_type = body["errorType"]
+        .as_str()
         .map(str::to_owned)
-        .or_else(|| body["errorType"].as_str().map(str::to_owned))
+        .or_else(|| {
+            headers
+                .get("lambda-runtime-function-error-type")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        })
         .unwrap_or_default();
     finish(&s, &id, Outcome::Error { error_type, body })
 }
@@ -149,7 +160,10 @@ impl LambdaProcess {
         };
         let app = Router::new()
             .route("/2018-06-01/runtime/invocation/next", get(next))
-            .route("/2018-06-01/runtime/invocation/{id}/response", post(response))
+            .route(
+                "/2018-06-01/runtime/invocation/{id}/response",
+                post(response),
+            )
             .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
             .route("/2018-06-01/runtime/init/error", post(init_error))
             .with_state(state);
@@ -168,7 +182,10 @@ impl LambdaProcess {
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
             .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
             .env("AWS_LAMBDA_LOG_STREAM_NAME", "2026/01/01/[$LATEST]test")
-            .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/test/{name}"))
+            .env(
+                "AWS_LAMBDA_LOG_GROUP_NAME",
+                format!("/aws/lambda/test/{name}"),
+            )
             .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
             .env("AWS_LAMBDA_LOG_LEVEL", "INFO")
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -210,8 +227,13 @@ impl LambdaProcess {
         self.counter += 1;
         let id = format!("req-{}-{}", std::process::id(), self.counter);
         let (done_tx, done_rx) = oneshot::channel();
-        self.shared.waiting.lock().unwrap().insert(id.clone(), done_tx);
-        let deadline_ms = (chrono::Utc::now() + chrono::Duration::from_std(budget).unwrap()).timestamp_millis() as u64;
+        self.shared
+            .waiting
+            .lock()
+            .unwrap()
+            .insert(id.clone(), done_tx);
+        let deadline_ms = (chrono::Utc::now() + chrono::Duration::from_std(budget).unwrap())
+            .timestamp_millis() as u64;
         self.tx
             .send(Invocation {
                 id,
@@ -235,7 +257,11 @@ impl LambdaProcess {
     /// Time from spawning the process to its first poll for an event: the init phase
     /// (configuration, SDK clients), what Lambda reports as Init Duration.
     pub fn init_duration(&self) -> Option<Duration> {
-        self.shared.first_poll.lock().unwrap().map(|t| t - self.spawned_at)
+        self.shared
+            .first_poll
+            .lock()
+            .unwrap()
+            .map(|t| t - self.spawned_at)
     }
 
     /// Waits until the function polls for its first event.
@@ -249,7 +275,10 @@ impl LambdaProcess {
                 let init = self.shared.init_error.lock().unwrap().clone();
                 panic!("the function exited during init ({status}); init error: {init:?}");
             }
-            assert!(Instant::now() < until, "the function did not poll for an event within {within:?}");
+            assert!(
+                Instant::now() < until,
+                "the function did not poll for an event within {within:?}"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
@@ -277,18 +306,26 @@ impl Logs {
     pub fn json(&self) -> Vec<Value> {
         self.stdout
             .iter()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}"))
+            })
             .collect()
     }
 
     /// The EMF documents (lines with an `_aws` header).
     pub fn metrics(&self) -> Vec<Value> {
-        self.json().into_iter().filter(|v| v.get("_aws").is_some()).collect()
+        self.json()
+            .into_iter()
+            .filter(|v| v.get("_aws").is_some())
+            .collect()
     }
 
     /// The log lines (not EMF).
     pub fn lines(&self) -> Vec<Value> {
-        self.json().into_iter().filter(|v| v.get("_aws").is_none()).collect()
+        self.json()
+            .into_iter()
+            .filter(|v| v.get("_aws").is_none())
+            .collect()
     }
 
     /// The first EMF document that defines `metric`.

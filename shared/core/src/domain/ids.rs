@@ -75,6 +75,14 @@ slug_id!(
 );
 slug_id!(JobId, "job id", "must match [a-z0-9][a-z0-9_-]{0,62}", true);
 
+impl JobId {
+    /// The pseudo-job whose lease is one of a tenant's request slots (the tenant-wide
+    /// in-flight window). The leading underscore keeps it apart from every real job id.
+    pub fn tenant_slot(i: u32) -> JobId {
+        JobId(format!("_slot-{i}"))
+    }
+}
+
 /// One export stream: a tenant's job.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct JobRef {

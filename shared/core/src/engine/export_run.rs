@@ -60,7 +60,7 @@ async fn body(run: &mut Run<'_>) -> Flow<RunOutcome> {
         }
         // Up to `max_in_flight` batches go out together, with disjoint keys; their outcomes
         // are applied in seq order, so the cursor only moves past final outcomes.
-        let width = run.settings.max_in_flight.max(1) as usize;
+        let width = run.width();
         let batch_size = run.settings.batch_size.get();
         let mut batches: Vec<(Window, Vec<Record>)> = Vec::new();
         let mut busy = HashSet::new();

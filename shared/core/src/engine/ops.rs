@@ -4,8 +4,8 @@
 
 use super::outbox::publish_outbox;
 use super::{EngineConfig, EngineError};
-use crate::ports::{Clock, EventPublisher, StateStore};
 use crate::domain::*;
+use crate::ports::{Clock, EventPublisher, StateStore};
 use crate::ports::{Commit, ErrorWrite, StoreError};
 use serde::Serialize;
 use serde_json::json;
@@ -92,7 +92,12 @@ impl<'a> Operator<'a> {
         clock: &'a dyn Clock,
         config: &'a EngineConfig,
     ) -> Self {
-        Self { store, events, clock, config }
+        Self {
+            store,
+            events,
+            clock,
+            config,
+        }
     }
 
     pub async fn job_status(&self, job: &JobRef) -> Result<JobStatus, OpsError> {

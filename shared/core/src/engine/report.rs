@@ -16,6 +16,8 @@ pub enum RunOutcome {
     Disabled,
     /// Another run holds the job's lease.
     AlreadyRunning,
+    /// The tenant's other jobs hold all its request slots (`max_in_flight`).
+    TenantBusy,
     /// Everything queued (or every open item) was processed.
     Completed,
     /// Pause is on and a record was refused: the job stays on it.
@@ -41,6 +43,7 @@ impl RunOutcome {
         match self {
             RunOutcome::Disabled => "disabled",
             RunOutcome::AlreadyRunning => "already_running",
+            RunOutcome::TenantBusy => "tenant_busy",
             RunOutcome::Completed => "completed",
             RunOutcome::Halted { .. } => "halted",
             RunOutcome::Blocked { .. } => "blocked",

@@ -58,6 +58,8 @@ pub(super) struct Run<'a> {
 
 struct Live {
     lease: Lease,
+    /// The tenant request slots this run holds (at least one).
+    slots: Vec<(JobRef, Lease)>,
     org_usage: Option<ApiUsage>,
     /// The longest CRM call so far: a call is not started when one as long would not end
     /// before the deadline.
@@ -111,6 +113,50 @@ impl<'a> Run<'a> {
         else {
             return Ok(finished(RunOutcome::AlreadyRunning));
         };
+        // The tenant's request slots: all its jobs together keep at most `max_in_flight`
+        // requests in flight, whichever process runs them.
+        // A run takes its fair share of them, so the tenant's other jobs can run alongside.
+        let window = settings.max_in_flight.max(1);
+        let jobs = eng
+            .store
+            .list_jobs(&job.tenant)
+            .await
+            .map(|j| j.len().max(1) as u32);
+        let share = match jobs {
+            Ok(n) => window.div_ceil(n),
+            Err(e) => {
+                release_all(eng, job, &lease, &[]).await;
+                return Err(e.into());
+            }
+        };
+        let mut slots = Vec::new();
+        for i in 0..window {
+            if slots.len() as u32 == share {
+                break;
+            }
+            let slot = JobRef::new(job.tenant.clone(), JobId::tenant_slot(i));
+            match eng
+                .store
+                .acquire_lease(
+                    &slot,
+                    &opts.run_id,
+                    eng.clock.now(),
+                    eng.config.lease_duration,
+                )
+                .await
+            {
+                Ok(Some(l)) => slots.push((slot, l)),
+                Ok(None) => {}
+                Err(e) => {
+                    release_all(eng, job, &lease, &slots).await;
+                    return Err(e.into());
+                }
+            }
+        }
+        if slots.is_empty() {
+            release_all(eng, job, &lease, &slots).await;
+            return Ok(finished(RunOutcome::TenantBusy));
+        }
         let loaded = async {
             let state = eng.store.load_state(job).await?;
             let unresolved = eng.store.unresolved_errors(job).await?;
@@ -120,7 +166,7 @@ impl<'a> Run<'a> {
         let (state, unresolved) = match loaded {
             Ok(v) => v,
             Err(e) => {
-                let _ = eng.store.release_lease(job, &lease).await;
+                release_all(eng, job, &lease, &slots).await;
                 return Err(e.into());
             }
         };
@@ -133,6 +179,7 @@ impl<'a> Run<'a> {
             kind,
             live: Mutex::new(Live {
                 lease,
+                slots,
                 org_usage: None,
                 slowest_call: Duration::ZERO,
                 sent: 0,
@@ -213,39 +260,64 @@ impl<'a> Run<'a> {
     }
 
     pub async fn renew_lease(&self) -> Flow<()> {
-        let current = self.lease();
+        let (current, slots) = {
+            let live = self.live();
+            (live.lease.clone(), live.slots.clone())
+        };
+        let now = self.now();
+        let d = self.eng.config.lease_duration;
         let renewed = self
             .eng
             .store
-            .renew_lease(
-                &self.job,
-                &current,
-                self.now(),
-                self.eng.config.lease_duration,
-            )
+            .renew_lease(&self.job, &current, now, d)
             .await?;
+        let mut kept = Vec::with_capacity(slots.len());
+        for (slot, lease) in slots {
+            match self.eng.store.renew_lease(&slot, &lease, now, d).await {
+                Ok(l) => kept.push((slot, l)),
+                // An expired slot went to another run: this run narrows its window.
+                Err(StoreError::LeaseLost) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if kept.is_empty() {
+            return Err(Stop::Outcome(RunOutcome::LeaseLost));
+        }
         // Concurrent sends may renew at once: keep the latest expiry.
         let mut live = self.live();
         if renewed.expires_at > live.lease.expires_at {
             live.lease = renewed;
+            live.slots = kept;
         }
         Ok(())
+    }
+
+    /// How many requests this run may have in flight: its slots, within the setting.
+    pub fn width(&self) -> usize {
+        self.live()
+            .slots
+            .len()
+            .min(self.settings.max_in_flight.max(1) as usize)
+    }
+
+    /// Time left on the shortest of the job lease and the slot leases.
+    fn lease_time_left(&self) -> Duration {
+        let now = self.now();
+        let live = self.live();
+        live.slots
+            .iter()
+            .map(|(_, l)| l.time_left(now))
+            .fold(live.lease.time_left(now), Duration::min)
     }
 
     /// The timeout of the next request: never past the lease (so no write of ours can land
     /// after another runner took over) nor the deadline.
     async fn request_timeout(&self) -> Flow<Duration> {
         let cfg = self.eng.config;
-        let mut left = self
-            .lease()
-            .time_left(self.now())
-            .saturating_sub(cfg.safety_margin);
+        let mut left = self.lease_time_left().saturating_sub(cfg.safety_margin);
         if left < cfg.request_timeout {
             self.renew_lease().await?;
-            left = self
-                .lease()
-                .time_left(self.now())
-                .saturating_sub(cfg.safety_margin);
+            left = self.lease_time_left().saturating_sub(cfg.safety_margin);
         }
         let until_deadline = (self.opts.deadline - self.now())
             .to_std()
@@ -476,9 +548,11 @@ impl<'a> Run<'a> {
                 Err(e) => tracing::warn!(job = %self.job, error = ?e, "final commit failed"),
             }
             publish_pending(&self.eng, &self.job.tenant).await;
-            if let Err(e) = self.eng.store.release_lease(&self.job, &self.lease()).await {
-                tracing::warn!(job = %self.job, error = %e, "releasing the lease failed; it expires by itself");
-            }
+            let (lease, slots) = {
+                let live = self.live();
+                (live.lease.clone(), live.slots.clone())
+            };
+            release_all(&self.eng, &self.job, &lease, &slots).await;
         }
         let report = RunReport {
             run_id: self.opts.run_id.clone(),
@@ -502,7 +576,21 @@ impl<'a> Run<'a> {
 
     /// Gives the lease back after a store failure; nothing else can be trusted then.
     pub async fn abandon(self) {
-        let _ = self.eng.store.release_lease(&self.job, &self.lease()).await;
+        let (lease, slots) = {
+            let live = self.live();
+            (live.lease.clone(), live.slots.clone())
+        };
+        release_all(&self.eng, &self.job, &lease, &slots).await;
+    }
+}
+
+/// Gives the job lease and the slots back; a failure only means they expire by themselves.
+async fn release_all(eng: &Engine<'_>, job: &JobRef, lease: &Lease, slots: &[(JobRef, Lease)]) {
+    for (slot, l) in slots {
+        let _ = eng.store.release_lease(slot, l).await;
+    }
+    if let Err(e) = eng.store.release_lease(job, lease).await {
+        tracing::warn!(%job, error = %e, "releasing the lease failed; it expires by itself");
     }
 }
 

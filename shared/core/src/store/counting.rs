@@ -8,8 +8,8 @@
 //! send several HTTP requests for one call; its own request counter tells those).
 
 use crate::domain::{
-    ErrorStatus, Event, ExportErrorItem, JobDefinition, JobId, JobRef, JobState, NewRecord,
-    Record, RecordKey, RunId, Seq, SettingsChange, TenantId, Timestamp, VersionedSettings,
+    ErrorStatus, Event, ExportErrorItem, JobDefinition, JobId, JobRef, JobState, NewRecord, Record,
+    RecordKey, RunId, Seq, SettingsChange, TenantId, Timestamp, VersionedSettings,
 };
 use crate::ports::{
     ApiBudget, Commit, ErrorFilter, ExportErrorStore, ExportQueue, JobCatalog, JobStateStore,
@@ -460,7 +460,10 @@ mod tests {
         assert_eq!(store.read_after(&job, 0, 10).await.unwrap().len(), 1);
         assert_eq!(store.read_after(&job, 1, 10).await.unwrap().len(), 0);
         let before = store.snapshot();
-        let latest = store.latest_seqs(&job, &[key.clone()]).await.unwrap();
+        let latest = store
+            .latest_seqs(&job, std::slice::from_ref(&key))
+            .await
+            .unwrap();
         assert_eq!(latest.get(&key), Some(&1));
 
         assert_eq!(store.calls_of(StoreOp::Enqueue), 1);
