@@ -28,6 +28,36 @@ pub struct GlobalArgs {
     /// Directory holding the local state (the SQLite file) [default: .crmx]
     #[arg(long, global = true, env = "CRMX_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Where the state lives: the embedded store, or the service's DynamoDB tables (the
+    /// AWS region, credentials and `AWS_ENDPOINT_URL` come from the environment)
+    #[arg(
+        long = "state",
+        global = true,
+        env = "CRMX_STATE",
+        value_enum,
+        default_value = "sqlite"
+    )]
+    pub state_kind: StateKind,
+    /// DynamoDB state table (with --state dynamodb)
+    #[arg(
+        long,
+        global = true,
+        env = "STATE_TABLE",
+        default_value = "crm-export-state"
+    )]
+    pub state_table: String,
+    /// DynamoDB queue table (with --state dynamodb)
+    #[arg(
+        long,
+        global = true,
+        env = "QUEUE_TABLE",
+        default_value = "crm-export-queue"
+    )]
+    pub queue_table: String,
+    /// EventBridge bus the events go to (with --state dynamodb); without it they are only
+    /// reported
+    #[arg(long, global = true, env = "EVENT_BUS_NAME")]
+    pub event_bus: Option<String>,
     /// Tenant to work on
     #[arg(long, global = true, env = "CRMX_TENANT", default_value = "demo")]
     pub tenant: String,
@@ -37,6 +67,12 @@ pub struct GlobalArgs {
     /// Print nothing but errors (the exit code tells the outcome)
     #[arg(short, long, global = true)]
     pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StateKind {
+    Sqlite,
+    Dynamodb,
 }
 
 #[derive(Debug, Subcommand)]

@@ -3,7 +3,7 @@
 //! raw string it still has to validate (except the records of an enqueued file, whose rules
 //! depend on the job definition in the store).
 
-use crate::cli::{self, Cli, Command, FileFormat, JobsCommand, SettingsCommand};
+use crate::cli::{self, Cli, Command, FileFormat, JobsCommand, SettingsCommand, StateKind};
 use crate::error::{CliError, CliResult};
 use crm_export_core::engine::RunKind;
 use crm_export_core::ports::ErrorFilter;
@@ -36,17 +36,31 @@ impl Output {
     }
 }
 
-/// Where the state lives. Only the embedded SQLite store exists today; a DynamoDB backend
-/// is a later addition, and its flag appears only once it works.
+/// Where the state lives: the embedded SQLite store, or the service's DynamoDB tables
+/// (the troubleshooting path: run a job locally against the production state).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StateBackend {
-    Sqlite { dir: PathBuf },
+    Sqlite {
+        dir: PathBuf,
+    },
+    Dynamodb {
+        state_table: String,
+        queue_table: String,
+        event_bus: Option<String>,
+    },
 }
 
 impl StateBackend {
     pub fn describe(&self) -> String {
         match self {
             StateBackend::Sqlite { dir } => format!("sqlite:{}", dir.join(SQLITE_FILE).display()),
+            StateBackend::Dynamodb {
+                state_table,
+                queue_table,
+                ..
+            } => {
+                format!("dynamodb:{state_table},{queue_table}")
+            }
         }
     }
 }
@@ -140,7 +154,14 @@ impl Config {
                 quiet: g.quiet,
             },
             state: StateConfig {
-                backend: StateBackend::Sqlite { dir },
+                backend: match g.state_kind {
+                    StateKind::Sqlite => StateBackend::Sqlite { dir },
+                    StateKind::Dynamodb => StateBackend::Dynamodb {
+                        state_table: g.state_table,
+                        queue_table: g.queue_table,
+                        event_bus: g.event_bus,
+                    },
+                },
                 explicit,
             },
             tenant: TenantId::new(g.tenant)?,

@@ -27,7 +27,7 @@ pub enum Exit {
     Halted,
     /// The job is blocked (a cause no single record explains).
     Blocked,
-    /// The run stopped early: deadline, API budget, request failure, already running,
+    /// The run stopped early: deadline, API budget, request failure, already running, tenant busy,
     /// lease lost. The next run goes on from where this one stopped.
     StoppedEarly,
     /// The run did nothing because `export_to_crm` is off.
@@ -65,7 +65,7 @@ Exit codes:
    6  store or CRM unavailable
   10  run halted on a record (pause on export errors)
   11  job blocked
-  12  run stopped early (deadline, API budget, request failure, already running)
+  12  run stopped early (deadline, API budget, request failure, already running, tenant busy)
   13  run did nothing: export_to_crm is off";
 
 /// A failure with its exit code, a machine-readable code and a message for people.

@@ -93,8 +93,14 @@ pub async fn run(cfg: &Config) -> CliResult<Outcome> {
     // State: the given state dir (it must not hold an earlier demo), else a fresh temp dir.
     let temp;
     let dir = if cfg.state.explicit {
-        let StateBackend::Sqlite { dir } = &cfg.state.backend;
-        dir.clone()
+        match &cfg.state.backend {
+            StateBackend::Sqlite { dir } => dir.clone(),
+            StateBackend::Dynamodb { .. } => {
+                return Err(CliError::bad_input(
+                    "the demo runs on the embedded store; drop --state dynamodb",
+                ))
+            }
+        }
     } else {
         temp = tempfile::tempdir().map_err(|e| {
             CliError::unavailable(
@@ -105,7 +111,7 @@ pub async fn run(cfg: &Config) -> CliResult<Outcome> {
         temp.path().to_owned()
     };
     let backend = StateBackend::Sqlite { dir };
-    let local = Local::open(&backend)?;
+    let local = Local::open(&backend).await?;
     let job = JobRef::new(cfg.tenant.clone(), JobId::new(JOB)?);
     if local.store.head(&job).await? > 0 {
         return Err(CliError::refused(

@@ -30,32 +30,32 @@ pub async fn run(cfg: Config) -> CliResult<Outcome> {
         } => sim::run(&cfg, org.as_deref(), *port, *tls, *latency_ms).await,
         Cmd::Demo => demo::run(&cfg).await,
         Cmd::Enqueue { job, file, format } => {
-            enqueue::run(&open()?, tenant, job, file, *format).await
+            enqueue::run(&open().await?, tenant, job, file, *format).await
         }
-        Cmd::JobsDefine(def) => jobs::define(&open()?, tenant, def).await,
-        Cmd::JobsList => jobs::list(&open()?, tenant).await,
+        Cmd::JobsDefine(def) => jobs::define(&open().await?, tenant, def).await,
+        Cmd::JobsList => jobs::list(&open().await?, tenant).await,
         Cmd::Run {
             kind,
             job,
             crm,
             max_duration,
-        } => run::run(&cfg, &open()?, *kind, job, crm, *max_duration).await,
-        Cmd::Status { job } => status::run(&open()?, tenant, job.as_ref()).await,
+        } => run::run(&cfg, &open().await?, *kind, job, crm, *max_duration).await,
+        Cmd::Status { job } => status::run(&open().await?, tenant, job.as_ref()).await,
         Cmd::Errors {
             job,
             filter,
             limit,
             include_values,
-        } => errors::run(&open()?, tenant, job, filter, *limit, *include_values).await,
-        Cmd::SettingsShow => settings::show(&open()?, tenant).await,
+        } => errors::run(&open().await?, tenant, job, filter, *limit, *include_values).await,
+        Cmd::SettingsShow => settings::show(&open().await?, tenant).await,
         Cmd::SettingsSet { patch, if_version } => {
-            settings::set(&open()?, tenant, &cfg.actor, patch, *if_version).await
+            settings::set(&open().await?, tenant, &cfg.actor, patch, *if_version).await
         }
-        Cmd::SettingsHistory { limit } => settings::history(&open()?, tenant, *limit).await,
+        Cmd::SettingsHistory { limit } => settings::history(&open().await?, tenant, *limit).await,
         Cmd::SkipHalted { job, acknowledged } => {
-            ops::skip_halted(&open()?, tenant, job, &cfg.actor, *acknowledged).await
+            ops::skip_halted(&open().await?, tenant, job, &cfg.actor, *acknowledged).await
         }
-        Cmd::Reopen { job, key } => ops::reopen(&open()?, tenant, job, key, &cfg.actor).await,
+        Cmd::Reopen { job, key } => ops::reopen(&open().await?, tenant, job, key, &cfg.actor).await,
     }
 }
 

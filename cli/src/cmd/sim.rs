@@ -44,7 +44,13 @@ pub async fn run(
     }
     let ca_file = match handle.ca_cert_pem() {
         Some(pem) => {
-            let StateBackend::Sqlite { dir } = &cfg.state.backend;
+            let dir = match &cfg.state.backend {
+                StateBackend::Sqlite { dir } => dir.clone(),
+                StateBackend::Dynamodb { .. } => {
+                    std::path::PathBuf::from(crate::config::DEFAULT_STATE_DIR)
+                }
+            };
+            let dir = &dir;
             std::fs::create_dir_all(dir).map_err(|e| {
                 CliError::unavailable(
                     "state_unavailable",

@@ -201,6 +201,49 @@ async fn export_function_drops_a_command_older_than_the_interval() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_function_stops_before_the_invocation_deadline() {
+    let aws = Aws::new("fx-deadline").await;
+    let sim = simulator("rt-deadline", false).await;
+    let tenant = aws.onboard("acme", true, &["contacts"]).await;
+    let contacts = job(&tenant, "contacts");
+    aws.put_secret("acme", &salesforce_secret(&sim, "rt-deadline"))
+        .await;
+    aws.store
+        .enqueue(
+            &contacts,
+            vec![contact("c-1", "Lovelace", "a@example.com")],
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+    let mut f = LambdaProcess::start(&binary("export"), "export", &aws.function_env()).await;
+    let event = command_event(
+        "ExportRequested",
+        json!({"tenant_id": "acme", "job_id": "contacts"}),
+        chrono::Utc::now(),
+    );
+    // 20 s left in the invocation, 15 s kept back (DEADLINE_MARGIN_SECONDS): too little
+    // for a CRM request and its commit, so the run stops cleanly before sending.
+    let report = f.invoke(&event, Duration::from_secs(20)).await.ok();
+    f.stop().await;
+    assert_eq!(report["outcome"]["outcome"], "deadline_reached", "{report}");
+    assert_eq!(sim.stats().token_requests, 0, "no CRM request was started");
+    assert_eq!(aws.store.load_state(&contacts).await.unwrap().cursor, 0);
+    // The lease was given back: the next run can start at once.
+    assert!(aws
+        .store
+        .acquire_lease(
+            &contacts,
+            &RunId::random(),
+            chrono::Utc::now(),
+            Duration::from_secs(1)
+        )
+        .await
+        .unwrap()
+        .is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_function_reports_bad_events_and_unknown_jobs_as_non_retryable() {
     let aws = Aws::new("fx-errors").await;
     aws.onboard("acme", true, &["contacts"]).await;
