@@ -228,6 +228,15 @@ fn crm_timing(calls: &[(f64, f64)], start: f64, end: f64) -> CrmTiming {
     }
 }
 
+/// Calls of one store operation during an export.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreOpFigure {
+    pub op: &'static str,
+    pub calls: u64,
+    pub total_secs: f64,
+    pub mean_ms: f64,
+}
+
 /// Everything one measurement of our export path found.
 #[derive(Debug, Clone, Serialize)]
 pub struct ExportResult {
@@ -244,9 +253,11 @@ pub struct ExportResult {
     pub completed: bool,
     pub counts: RunCounts,
     pub sim: sf_simulator::Stats,
-    /// Store port calls during the export, and by operation.
+    /// Store port calls during the export, the time spent in them (summed over calls,
+    /// so concurrent calls add up), and both by operation.
     pub store_calls: u64,
-    pub store_calls_by_op: Vec<(String, u64)>,
+    pub store_secs: f64,
+    pub store_calls_by_op: Vec<StoreOpFigure>,
     /// DynamoDB HTTP requests during the export (DynamoDB store only).
     pub backend_requests: Option<u64>,
     /// This process's RSS when the export started and its peak during it, KiB.
@@ -392,10 +403,16 @@ pub async fn export(prepared: &Prepared, sim: &Sim, setting: &Setting) -> Result
         counts,
         sim: stats,
         store_calls: calls.total(),
+        store_secs: calls.total_time().as_secs_f64(),
         store_calls_by_op: calls
             .nonzero()
             .into_iter()
-            .map(|(op, n)| (op.name().to_owned(), n))
+            .map(|(op, n)| StoreOpFigure {
+                op: op.name(),
+                calls: n,
+                total_secs: calls.time(op).as_secs_f64(),
+                mean_ms: calls.mean_time(op).as_secs_f64() * 1000.0,
+            })
             .collect(),
         backend_requests,
         rss_at_start_kb,

@@ -304,11 +304,12 @@ fn store_ops_line(r: &ExportResult) -> String {
     let ops: Vec<String> = r
         .store_calls_by_op
         .iter()
-        .map(|(op, n)| format!("{op} {:.2}", r.per_1000(*n)))
+        .map(|f| format!("{} {:.2} ({:.2} ms)", f.op, r.per_1000(f.calls), f.mean_ms))
         .collect();
     format!(
-        "store calls per 1,000 records by operation: {}",
-        ops.join(", ")
+        "store calls per 1,000 records by operation (mean time per call): {}; {:.2} s in store calls in all",
+        ops.join(", "),
+        r.store_secs
     )
 }
 

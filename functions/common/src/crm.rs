@@ -81,7 +81,8 @@ impl CrmFactory {
                 )
             })?;
         let client = Arc::new(client);
-        tracing::info!(%tenant, grant = client_grant(&client), "CRM client built from the tenant secret");
+        // The client's Debug names login URL, API version and grant, never a secret.
+        tracing::info!(%tenant, client = ?client, "CRM client built from the tenant secret");
         cache.insert(
             tenant.clone(),
             Cached {
@@ -92,11 +93,6 @@ impl CrmFactory {
         );
         Ok(client)
     }
-}
-
-fn client_grant(client: &SalesforceClient) -> String {
-    // The client's Debug shows login URL, API version and grant, never a secret.
-    format!("{client:?}")
 }
 
 /// A missing or malformed secret is a configuration problem no record explains (the

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 /// Why a credential store refused a write.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -247,16 +248,20 @@ impl Authenticator {
         // rotated refresh token is stored) even when this caller's deadline passes first,
         // and concurrent callers wait for its result instead of refreshing again.
         let inner = self.inner.clone();
-        let task = tokio::spawn(async move {
-            let mut guard = guard;
-            let result = inner.fetch(&mut guard, deadline).await;
-            if let Ok(session) = &result {
-                guard.session = Some(session.clone());
-            } else {
-                guard.session = None;
+        // The task keeps the caller's span, so its log lines name the tenant, job and run.
+        let task = tokio::spawn(
+            async move {
+                let mut guard = guard;
+                let result = inner.fetch(&mut guard, deadline).await;
+                if let Ok(session) = &result {
+                    guard.session = Some(session.clone());
+                } else {
+                    guard.session = None;
+                }
+                result
             }
-            result
-        });
+            .instrument(tracing::Span::current()),
+        );
         match tokio::time::timeout_at(deadline, task).await {
             Ok(Ok(result)) => result,
             Ok(Err(join)) => Err(RequestFailure::new(

@@ -1,8 +1,8 @@
-//! [`CountingStore`]: a decorator that counts the calls made to every state port and
-//! delegates them to the store it wraps. It changes nothing else (same results, same
-//! errors), so it can wrap any store — memory, SQLite, DynamoDB — wherever a figure of
-//! "store requests per record" is wanted (the benchmark, metrics, tests that pin how
-//! chatty the engine is).
+//! [`CountingStore`]: a decorator that counts the calls made to every state port (and the
+//! time they take) and delegates them to the store it wraps. It changes nothing else (same
+//! results, same errors), so it can wrap any store — memory, SQLite, DynamoDB — wherever a
+//! figure of "store requests per record" is wanted (the benchmark, metrics, tests that pin
+//! how chatty the engine is).
 //!
 //! One port call is one count, whatever the store does underneath (a DynamoDB store may
 //! send several HTTP requests for one call; its own request counter tells those).
@@ -18,7 +18,7 @@ use crate::ports::{
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Every operation of the state ports, one per trait method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -128,15 +128,31 @@ impl std::fmt::Display for StoreOp {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoreCalls {
     counts: [u64; StoreOp::ALL.len()],
+    nanos: [u64; StoreOp::ALL.len()],
 }
 
 impl StoreCalls {
     pub fn get(&self, op: StoreOp) -> u64 {
         self.counts[op.index()]
     }
+    /// Time spent in calls of `op` (summed over calls, so concurrent calls add up).
+    pub fn time(&self, op: StoreOp) -> Duration {
+        Duration::from_nanos(self.nanos[op.index()])
+    }
+    /// Mean time of one call of `op` (zero when it was never called).
+    pub fn mean_time(&self, op: StoreOp) -> Duration {
+        match self.get(op) {
+            0 => Duration::ZERO,
+            n => self.time(op) / u32::try_from(n).unwrap_or(u32::MAX),
+        }
+    }
     /// Every call, all operations together.
     pub fn total(&self) -> u64 {
         self.counts.iter().sum()
+    }
+    /// Time spent in every call, all operations together.
+    pub fn total_time(&self) -> Duration {
+        Duration::from_nanos(self.nanos.iter().sum())
     }
     /// The operations called at least once, with their counts, in [`StoreOp::ALL`] order.
     pub fn nonzero(&self) -> Vec<(StoreOp, u64)> {
@@ -148,19 +164,19 @@ impl StoreCalls {
     }
     /// The calls made after `earlier` was taken (saturating).
     pub fn since(&self, earlier: &StoreCalls) -> StoreCalls {
-        let mut out = StoreCalls::default();
-        for (i, n) in out.counts.iter_mut().enumerate() {
-            *n = self.counts[i].saturating_sub(earlier.counts[i]);
+        StoreCalls {
+            counts: std::array::from_fn(|i| self.counts[i].saturating_sub(earlier.counts[i])),
+            nanos: std::array::from_fn(|i| self.nanos[i].saturating_sub(earlier.nanos[i])),
         }
-        out
     }
 }
 
-/// Wraps a store and counts every port call. Implements every state port (and so
-/// `StateStore`) when the wrapped store does.
+/// Wraps a store and counts every port call and the time it took (from the call to its
+/// answer). Implements every state port (and so `StateStore`) when the wrapped store does.
 pub struct CountingStore<S> {
     inner: S,
     counts: [AtomicU64; StoreOp::ALL.len()],
+    nanos: [AtomicU64; StoreOp::ALL.len()],
 }
 
 impl<S> CountingStore<S> {
@@ -168,6 +184,7 @@ impl<S> CountingStore<S> {
         Self {
             inner,
             counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            nanos: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 
@@ -190,21 +207,28 @@ impl<S> CountingStore<S> {
         self.snapshot().total()
     }
 
-    /// The counts of every operation now.
+    /// The counts and times of every operation now.
     pub fn snapshot(&self) -> StoreCalls {
         StoreCalls {
             counts: std::array::from_fn(|i| self.counts[i].load(Ordering::Relaxed)),
+            nanos: std::array::from_fn(|i| self.nanos[i].load(Ordering::Relaxed)),
         }
     }
 
     pub fn reset(&self) {
-        for c in &self.counts {
+        for c in self.counts.iter().chain(&self.nanos) {
             c.store(0, Ordering::Relaxed);
         }
     }
 
-    fn count(&self, op: StoreOp) {
+    /// Counts one call of `op` and adds the time `call` takes.
+    async fn timed<T>(&self, op: StoreOp, call: impl std::future::Future<Output = T>) -> T {
         self.counts[op.index()].fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let out = call.await;
+        let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.nanos[op.index()].fetch_add(took, Ordering::Relaxed);
+        out
     }
 }
 
@@ -225,8 +249,8 @@ impl<S: ExportQueue> ExportQueue for CountingStore<S> {
         records: Vec<NewRecord>,
         now: Timestamp,
     ) -> Result<Vec<Seq>, StoreError> {
-        self.count(StoreOp::Enqueue);
-        self.inner.enqueue(job, records, now).await
+        self.timed(StoreOp::Enqueue, self.inner.enqueue(job, records, now))
+            .await
     }
     async fn read_after(
         &self,
@@ -234,24 +258,23 @@ impl<S: ExportQueue> ExportQueue for CountingStore<S> {
         after: Seq,
         limit: usize,
     ) -> Result<Vec<Record>, StoreError> {
-        self.count(StoreOp::ReadAfter);
-        self.inner.read_after(job, after, limit).await
+        self.timed(StoreOp::ReadAfter, self.inner.read_after(job, after, limit))
+            .await
     }
     async fn get_record(&self, job: &JobRef, seq: Seq) -> Result<Option<Record>, StoreError> {
-        self.count(StoreOp::GetRecord);
-        self.inner.get_record(job, seq).await
+        self.timed(StoreOp::GetRecord, self.inner.get_record(job, seq))
+            .await
     }
     async fn latest_seqs(
         &self,
         job: &JobRef,
         keys: &[RecordKey],
     ) -> Result<HashMap<RecordKey, Seq>, StoreError> {
-        self.count(StoreOp::LatestSeqs);
-        self.inner.latest_seqs(job, keys).await
+        self.timed(StoreOp::LatestSeqs, self.inner.latest_seqs(job, keys))
+            .await
     }
     async fn head(&self, job: &JobRef) -> Result<Seq, StoreError> {
-        self.count(StoreOp::Head);
-        self.inner.head(job).await
+        self.timed(StoreOp::Head, self.inner.head(job)).await
     }
 }
 
@@ -264,8 +287,11 @@ impl<S: LeaseStore> LeaseStore for CountingStore<S> {
         now: Timestamp,
         duration: Duration,
     ) -> Result<Option<Lease>, StoreError> {
-        self.count(StoreOp::AcquireLease);
-        self.inner.acquire_lease(job, owner, now, duration).await
+        self.timed(
+            StoreOp::AcquireLease,
+            self.inner.acquire_lease(job, owner, now, duration),
+        )
+        .await
     }
     async fn renew_lease(
         &self,
@@ -274,20 +300,23 @@ impl<S: LeaseStore> LeaseStore for CountingStore<S> {
         now: Timestamp,
         duration: Duration,
     ) -> Result<Lease, StoreError> {
-        self.count(StoreOp::RenewLease);
-        self.inner.renew_lease(job, lease, now, duration).await
+        self.timed(
+            StoreOp::RenewLease,
+            self.inner.renew_lease(job, lease, now, duration),
+        )
+        .await
     }
     async fn release_lease(&self, job: &JobRef, lease: &Lease) -> Result<(), StoreError> {
-        self.count(StoreOp::ReleaseLease);
-        self.inner.release_lease(job, lease).await
+        self.timed(StoreOp::ReleaseLease, self.inner.release_lease(job, lease))
+            .await
     }
 }
 
 #[async_trait]
 impl<S: JobStateStore> JobStateStore for CountingStore<S> {
     async fn load_state(&self, job: &JobRef) -> Result<JobState, StoreError> {
-        self.count(StoreOp::LoadState);
-        self.inner.load_state(job).await
+        self.timed(StoreOp::LoadState, self.inner.load_state(job))
+            .await
     }
     async fn commit(
         &self,
@@ -296,8 +325,8 @@ impl<S: JobStateStore> JobStateStore for CountingStore<S> {
         now: Timestamp,
         commit: Commit,
     ) -> Result<(), StoreError> {
-        self.count(StoreOp::Commit);
-        self.inner.commit(job, lease, now, commit).await
+        self.timed(StoreOp::Commit, self.inner.commit(job, lease, now, commit))
+            .await
     }
 }
 
@@ -308,12 +337,12 @@ impl<S: ExportErrorStore> ExportErrorStore for CountingStore<S> {
         job: &JobRef,
         key: &RecordKey,
     ) -> Result<Option<ExportErrorItem>, StoreError> {
-        self.count(StoreOp::GetError);
-        self.inner.get_error(job, key).await
+        self.timed(StoreOp::GetError, self.inner.get_error(job, key))
+            .await
     }
     async fn unresolved_errors(&self, job: &JobRef) -> Result<HashMap<RecordKey, Seq>, StoreError> {
-        self.count(StoreOp::UnresolvedErrors);
-        self.inner.unresolved_errors(job).await
+        self.timed(StoreOp::UnresolvedErrors, self.inner.unresolved_errors(job))
+            .await
     }
     async fn open_errors_for_retry(
         &self,
@@ -322,10 +351,11 @@ impl<S: ExportErrorStore> ExportErrorStore for CountingStore<S> {
         after: Option<(Timestamp, RecordKey)>,
         limit: usize,
     ) -> Result<Vec<ExportErrorItem>, StoreError> {
-        self.count(StoreOp::OpenErrorsForRetry);
-        self.inner
-            .open_errors_for_retry(job, before, after, limit)
-            .await
+        self.timed(
+            StoreOp::OpenErrorsForRetry,
+            self.inner.open_errors_for_retry(job, before, after, limit),
+        )
+        .await
     }
     async fn list_errors(
         &self,
@@ -334,12 +364,15 @@ impl<S: ExportErrorStore> ExportErrorStore for CountingStore<S> {
         page: Option<&str>,
         limit: usize,
     ) -> Result<Page<ExportErrorItem>, StoreError> {
-        self.count(StoreOp::ListErrors);
-        self.inner.list_errors(job, filter, page, limit).await
+        self.timed(
+            StoreOp::ListErrors,
+            self.inner.list_errors(job, filter, page, limit),
+        )
+        .await
     }
     async fn count_errors(&self, job: &JobRef, status: ErrorStatus) -> Result<u64, StoreError> {
-        self.count(StoreOp::CountErrors);
-        self.inner.count_errors(job, status).await
+        self.timed(StoreOp::CountErrors, self.inner.count_errors(job, status))
+            .await
     }
 }
 
@@ -349,8 +382,8 @@ impl<S: SettingsStore> SettingsStore for CountingStore<S> {
         &self,
         tenant: &TenantId,
     ) -> Result<Option<VersionedSettings>, StoreError> {
-        self.count(StoreOp::GetSettings);
-        self.inner.get_settings(tenant).await
+        self.timed(StoreOp::GetSettings, self.inner.get_settings(tenant))
+            .await
     }
     async fn put_settings(
         &self,
@@ -359,10 +392,12 @@ impl<S: SettingsStore> SettingsStore for CountingStore<S> {
         change: SettingsChange,
         event: Event,
     ) -> Result<u64, StoreError> {
-        self.count(StoreOp::PutSettings);
-        self.inner
-            .put_settings(tenant, expected_version, change, event)
-            .await
+        self.timed(
+            StoreOp::PutSettings,
+            self.inner
+                .put_settings(tenant, expected_version, change, event),
+        )
+        .await
     }
     async fn settings_history(
         &self,
@@ -370,12 +405,15 @@ impl<S: SettingsStore> SettingsStore for CountingStore<S> {
         page: Option<&str>,
         limit: usize,
     ) -> Result<Page<SettingsChange>, StoreError> {
-        self.count(StoreOp::SettingsHistory);
-        self.inner.settings_history(tenant, page, limit).await
+        self.timed(
+            StoreOp::SettingsHistory,
+            self.inner.settings_history(tenant, page, limit),
+        )
+        .await
     }
     async fn list_tenants(&self) -> Result<Vec<TenantId>, StoreError> {
-        self.count(StoreOp::ListTenants);
-        self.inner.list_tenants().await
+        self.timed(StoreOp::ListTenants, self.inner.list_tenants())
+            .await
     }
 }
 
@@ -386,28 +424,31 @@ impl<S: JobCatalog> JobCatalog for CountingStore<S> {
         tenant: &TenantId,
         job: &JobId,
     ) -> Result<Option<JobDefinition>, StoreError> {
-        self.count(StoreOp::GetJob);
-        self.inner.get_job(tenant, job).await
+        self.timed(StoreOp::GetJob, self.inner.get_job(tenant, job))
+            .await
     }
     async fn put_job(&self, tenant: &TenantId, def: JobDefinition) -> Result<(), StoreError> {
-        self.count(StoreOp::PutJob);
-        self.inner.put_job(tenant, def).await
+        self.timed(StoreOp::PutJob, self.inner.put_job(tenant, def))
+            .await
     }
     async fn list_jobs(&self, tenant: &TenantId) -> Result<Vec<JobDefinition>, StoreError> {
-        self.count(StoreOp::ListJobs);
-        self.inner.list_jobs(tenant).await
+        self.timed(StoreOp::ListJobs, self.inner.list_jobs(tenant))
+            .await
     }
 }
 
 #[async_trait]
 impl<S: Outbox> Outbox for CountingStore<S> {
     async fn pending_events(&self, tenant: &TenantId) -> Result<Vec<Event>, StoreError> {
-        self.count(StoreOp::PendingEvents);
-        self.inner.pending_events(tenant).await
+        self.timed(StoreOp::PendingEvents, self.inner.pending_events(tenant))
+            .await
     }
     async fn mark_published(&self, tenant: &TenantId, ids: &[String]) -> Result<(), StoreError> {
-        self.count(StoreOp::MarkPublished);
-        self.inner.mark_published(tenant, ids).await
+        self.timed(
+            StoreOp::MarkPublished,
+            self.inner.mark_published(tenant, ids),
+        )
+        .await
     }
 }
 
@@ -419,16 +460,22 @@ impl<S: ApiBudget> ApiBudget for CountingStore<S> {
         at: Timestamp,
         calls: u64,
     ) -> Result<(), StoreError> {
-        self.count(StoreOp::AddApiCalls);
-        self.inner.add_api_calls(tenant, at, calls).await
+        self.timed(
+            StoreOp::AddApiCalls,
+            self.inner.add_api_calls(tenant, at, calls),
+        )
+        .await
     }
     async fn api_calls_last_24h(
         &self,
         tenant: &TenantId,
         now: Timestamp,
     ) -> Result<u64, StoreError> {
-        self.count(StoreOp::ApiCallsLast24h);
-        self.inner.api_calls_last_24h(tenant, now).await
+        self.timed(
+            StoreOp::ApiCallsLast24h,
+            self.inner.api_calls_last_24h(tenant, now),
+        )
+        .await
     }
 }
 
@@ -471,6 +518,8 @@ mod tests {
         assert_eq!(store.total_calls(), 5);
         let since = store.snapshot().since(&before);
         assert_eq!(since.nonzero(), vec![(StoreOp::LatestSeqs, 1)]);
+        assert!(store.snapshot().total_time() >= since.total_time());
+        assert_eq!(since.time(StoreOp::Enqueue), Duration::ZERO);
         store.reset();
         assert_eq!(store.total_calls(), 0);
     }
