@@ -151,6 +151,57 @@ async fn export_function_exports_halts_on_a_refused_record_and_rotates_the_refre
     assert_eq!(runs["Outcome"], "halted");
 }
 
+/// The demo's data through the real export binary: the 992 coral-cloud contacts (941
+/// distinct keys). Prints the function's peak memory for the deployment notes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_function_exports_the_demo_contacts() {
+    let aws = Aws::new("fx-demo").await;
+    let sim = simulator("rt-demo", false).await;
+    let tenant = aws.onboard("coral", true, &["contacts"]).await;
+    let contacts = job(&tenant, "contacts");
+    aws.put_secret("coral", &salesforce_secret(&sim, "rt-demo"))
+        .await;
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../data/coral-cloud/Contact-large.json");
+    let data: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    let records: Vec<NewRecord> = data["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let key = r[EXT].as_str().unwrap();
+            contact(
+                key,
+                r["LastName"].as_str().unwrap(),
+                r["Email"].as_str().unwrap_or("none@example.com"),
+            )
+        })
+        .collect();
+    assert_eq!(records.len(), 992);
+    aws.store
+        .enqueue(&contacts, records, chrono::Utc::now())
+        .await
+        .unwrap();
+
+    let mut f = LambdaProcess::start(&binary("export"), "export", &aws.function_env()).await;
+    f.wait_ready(Duration::from_secs(30)).await;
+    let event = command_event(
+        "ExportRequested",
+        json!({"tenant_id": "coral", "job_id": "contacts"}),
+        chrono::Utc::now(),
+    );
+    let report = f.invoke(&event, BUDGET).await.ok();
+    let peak = f.peak_rss_kib();
+    f.stop().await;
+    assert_eq!(report["outcome"]["outcome"], "completed", "{report}");
+    assert_eq!(report["counts"]["accepted"], 941);
+    assert_eq!(report["counts"]["superseded"], 51);
+    assert_eq!(sim.records(support::OBJECT).unwrap().len(), 941);
+    let peak = peak.expect("the function's peak memory is readable on Linux");
+    eprintln!("export function peak RSS on the demo contacts: {peak} KiB");
+    assert!(peak > 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_function_drops_a_command_older_than_the_interval() {
     let aws = Aws::new("fx-stale").await;

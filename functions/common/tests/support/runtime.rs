@@ -283,6 +283,19 @@ impl LambdaProcess {
         }
     }
 
+    /// The process's peak resident memory so far (Linux `VmHWM`), in KiB.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let pid = self.child.id()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    }
+
     /// Stops the process and returns its stdout lines (logs and EMF) and stderr lines.
     pub async fn stop(mut self) -> Logs {
         let _ = self.child.kill().await;
