@@ -35,6 +35,7 @@ pub struct ChildStamps {
     pub main_us: u64,
     pub store_opened_us: u64,
     pub engine_ready_us: u64,
+    pub first_call_us: Option<u64>,
     pub first_answer_us: Option<u64>,
     pub done_us: u64,
     pub outcome: String,
@@ -48,6 +49,7 @@ pub struct ColdRun {
     pub to_main_ms: f64,
     pub to_store_opened_ms: f64,
     pub to_engine_ready_ms: f64,
+    pub to_first_call_ms: Option<f64>,
     pub to_first_answer_ms: Option<f64>,
     pub to_done_ms: f64,
     pub outcome: String,
@@ -61,6 +63,7 @@ pub struct ColdResult {
     pub median_to_main_ms: f64,
     pub median_to_store_opened_ms: f64,
     pub median_to_engine_ready_ms: f64,
+    pub median_to_first_call_ms: Option<f64>,
     pub median_to_first_answer_ms: Option<f64>,
     pub median_to_done_ms: f64,
 }
@@ -146,17 +149,20 @@ pub async fn run_cold(
             to_main_ms: ms(stamps.main_us),
             to_store_opened_ms: ms(stamps.store_opened_us),
             to_engine_ready_ms: ms(stamps.engine_ready_us),
+            to_first_call_ms: stamps.first_call_us.map(ms),
             to_first_answer_ms: stamps.first_answer_us.map(ms),
             to_done_ms: ms(stamps.done_us),
             outcome: stamps.outcome,
             accepted: stamps.accepted,
         };
         say(&format!(
-            "  cold run {}: main {:.1} ms, store opened {:.1} ms, engine ready {:.1} ms, first upsert answered {}, run done {:.1} ms ({}, {} accepted)",
+            "  cold run {}: main {:.1} ms, store opened {:.1} ms, engine ready {:.1} ms, first upsert started {}, answered {}, run done {:.1} ms ({}, {} accepted)",
             i + 1,
             run.to_main_ms,
             run.to_store_opened_ms,
             run.to_engine_ready_ms,
+            run.to_first_call_ms
+                .map_or_else(|| "never".into(), |v| format!("{v:.1} ms")),
             run.to_first_answer_ms
                 .map_or_else(|| "never".into(), |v| format!("{v:.1} ms")),
             run.to_done_ms,
@@ -167,11 +173,13 @@ pub async fn run_cold(
     }
     sim.shutdown().await;
     let firsts: Vec<f64> = out.iter().filter_map(|r| r.to_first_answer_ms).collect();
+    let starts: Vec<f64> = out.iter().filter_map(|r| r.to_first_call_ms).collect();
     Ok(ColdResult {
         store: kind.name(),
         median_to_main_ms: median(out.iter().map(|r| r.to_main_ms).collect()),
         median_to_store_opened_ms: median(out.iter().map(|r| r.to_store_opened_ms).collect()),
         median_to_engine_ready_ms: median(out.iter().map(|r| r.to_engine_ready_ms).collect()),
+        median_to_first_call_ms: (starts.len() == out.len()).then(|| median(starts)),
         median_to_first_answer_ms: (firsts.len() == out.len()).then(|| median(firsts)),
         median_to_done_ms: median(out.iter().map(|r| r.to_done_ms).collect()),
         runs: out,
@@ -220,14 +228,15 @@ pub async fn child_main(args: ChildArgs, main_at: SystemTime) -> Result<()> {
         .ctx("the export run failed")?;
     let done_us = unix_us(SystemTime::now());
     // Instant → wall clock: both read now, so the difference carries over.
-    let first_answer_us = timed.first_answer().map(|at| {
-        let ago = std::time::Instant::now().saturating_duration_since(at);
-        unix_us(SystemTime::now() - ago)
-    });
+    let (now, wall) = (std::time::Instant::now(), SystemTime::now());
+    let wall_of = |at: std::time::Instant| unix_us(wall - now.saturating_duration_since(at));
+    let first_call_us = timed.first_start().map(wall_of);
+    let first_answer_us = timed.first_answer().map(wall_of);
     let stamps = ChildStamps {
         main_us,
         store_opened_us,
         engine_ready_us,
+        first_call_us,
         first_answer_us,
         done_us,
         outcome: report.outcome.name().to_owned(),

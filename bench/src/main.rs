@@ -168,12 +168,14 @@ async fn async_main(args: Args, main_at: SystemTime) -> crm_export_bench::Result
         ));
         let r = cold::run_cold(args.store, mode, args.cold_runs, &contacts, &def, &say).await?;
         say(&format!(
-            "cold path median over {} runs ({} store), ms after spawn: process in main {:.1} | store opened {:.1} | engine ready {:.1} | first upsert answered {} | run done {:.1}",
+            "cold path median over {} runs ({} store), ms after spawn: process in main {:.1} | store opened {:.1} | engine ready {:.1} | first upsert started {} | first upsert answered {} | run done {:.1}",
             r.runs.len(),
             r.store,
             r.median_to_main_ms,
             r.median_to_store_opened_ms,
             r.median_to_engine_ready_ms,
+            r.median_to_first_call_ms
+                .map_or_else(|| "n/a".into(), |v| format!("{v:.1}")),
             r.median_to_first_answer_ms
                 .map_or_else(|| "n/a".into(), |v| format!("{v:.1}")),
             r.median_to_done_ms

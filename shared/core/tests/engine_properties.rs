@@ -180,30 +180,7 @@ impl World {
     }
 
     async fn settings(&self, change: impl FnOnce(&mut Settings)) {
-        let cur = self.store.get_settings(&self.job.tenant).await.unwrap();
-        let (old, version) = cur.map(|v| (v.settings, v.version)).unwrap_or_default();
-        let mut new = old.clone();
-        change(&mut new);
-        let ch = SettingsChange {
-            version: version + 1,
-            at: self.now(),
-            actor: "prop".into(),
-            old,
-            new,
-            acknowledged_data_inconsistency: true,
-        };
-        let ev = Event {
-            id: uuid::Uuid::new_v4().to_string(),
-            kind: EventKind::SettingsChanged,
-            tenant: self.job.tenant.clone(),
-            job: None,
-            at: self.now(),
-            detail: json!({}),
-        };
-        self.store
-            .put_settings(&self.job.tenant, version, ch, ev)
-            .await
-            .unwrap();
+        common::set_settings(&self.store, &self.job.tenant, self.now(), change).await;
     }
 
     fn runner<'a>(&'a self, run_id: &RunId, crash: Option<&'a dyn Mortal>) -> RunnerCrm<'a> {

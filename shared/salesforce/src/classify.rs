@@ -294,13 +294,17 @@ pub fn classify_record_errors(errors: &[SfRecordError], external_id_field: &str)
         .unwrap_or(0);
     let class = judged[decisive].0;
     let mut error = judged[decisive].1.clone();
+    // Classified on the raw text; kept without the values some messages carry.
+    error.message = crate::redact::redact_values(&error.message);
     for (i, (_, other)) in judged.iter().enumerate() {
         if i == decisive {
             continue;
         }
-        error
-            .message
-            .push_str(&format!(" [also {}: {}]", other.code, other.message));
+        error.message.push_str(&format!(
+            " [also {}: {}]",
+            other.code,
+            crate::redact::redact_values(&other.message)
+        ));
         for f in &other.fields {
             if !error.fields.contains(f) {
                 error.fields.push(f.clone());
@@ -427,6 +431,9 @@ fn is_invalid_session(code: Option<&str>) -> bool {
 pub fn classify_http_error(status: u16, body: &str) -> Verdict {
     use RequestFailureKind::*;
     let ErrorBody { code, message } = parse_error_body(body);
+    // A whole-request refusal can name a record's value (a bad date); narrowed down, this
+    // message becomes the record's error.
+    let message = message.map(|m| crate::redact::redact_values(&m));
     let code_or = |fallback: &str| code.clone().unwrap_or_else(|| fallback.to_owned());
     let default_code = format!("HTTP_{status}");
     let fail = |kind, c: String| Verdict::Fail(failure(kind, c, message.clone(), status));
@@ -473,6 +480,9 @@ pub fn classify_http_error(status: u16, body: &str) -> Verdict {
 pub fn classify_token_error(status: u16, body: &str) -> Verdict {
     use RequestFailureKind::*;
     let ErrorBody { code, message } = parse_error_body(body);
+    // A whole-request refusal can name a record's value (a bad date); narrowed down, this
+    // message becomes the record's error.
+    let message = message.map(|m| crate::redact::redact_values(&m));
     let fail = |kind, c: String| Verdict::Fail(failure(kind, c, message.clone(), status));
     match code.as_deref().map(str::to_ascii_lowercase).as_deref() {
         Some(

@@ -12,6 +12,7 @@ mod client;
 mod config;
 mod error;
 pub mod limits;
+mod redact;
 pub mod retry;
 mod secret;
 mod urls;

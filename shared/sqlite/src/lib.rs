@@ -544,14 +544,7 @@ fn apply_error_write(
             let Some(mut item) = get_error_tx(tx, tenant, job, key.as_str())? else {
                 return Ok(());
             };
-            if item.status.is_unresolved() && item.seq <= *by_seq {
-                item.status = if item.seq == *by_seq {
-                    ErrorStatus::Resolved
-                } else {
-                    ErrorStatus::Superseded
-                };
-                item.resolved_at = Some(*at);
-                item.resolved_by_seq = Some(*by_seq);
+            if item.resolve(*by_seq, *at) {
                 put_error(tx, tenant, job, &item)?;
             }
             Ok(())

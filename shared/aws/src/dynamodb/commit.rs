@@ -61,17 +61,8 @@ impl DynamoStore {
                 }
                 ErrorWrite::Resolve { key, by_seq, at } => {
                     if let Some(item) = current.get_mut(&key) {
-                        if item.status.is_unresolved() && item.seq <= by_seq {
-                            item.status = if item.seq == by_seq {
-                                ErrorStatus::Resolved
-                            } else {
-                                ErrorStatus::Superseded
-                            };
-                            item.resolved_at = Some(at);
-                            item.resolved_by_seq = Some(by_seq);
-                            if changed.insert(key.clone()) {
-                                order.push(key);
-                            }
+                        if item.resolve(by_seq, at) && changed.insert(key.clone()) {
+                            order.push(key);
                         }
                     }
                 }

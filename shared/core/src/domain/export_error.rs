@@ -55,3 +55,22 @@ pub struct ExportErrorItem {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved_by_seq: Option<Seq>,
 }
+
+impl ExportErrorItem {
+    /// The key was accepted at `by_seq`: an unresolved item of that version becomes
+    /// `resolved`, of an older one `superseded`. Returns whether the item changed (a newer
+    /// failed version, or an item already resolved, stays as it is).
+    pub fn resolve(&mut self, by_seq: Seq, at: Timestamp) -> bool {
+        if !self.status.is_unresolved() || self.seq > by_seq {
+            return false;
+        }
+        self.status = if self.seq == by_seq {
+            ErrorStatus::Resolved
+        } else {
+            ErrorStatus::Superseded
+        };
+        self.resolved_at = Some(at);
+        self.resolved_by_seq = Some(by_seq);
+        true
+    }
+}

@@ -65,15 +65,7 @@ pub(crate) fn apply_error_write(errors: &mut BTreeMap<RecordKey, ExportErrorItem
         }
         ErrorWrite::Resolve { key, by_seq, at } => {
             if let Some(item) = errors.get_mut(&key) {
-                if item.status.is_unresolved() && item.seq <= by_seq {
-                    item.status = if item.seq == by_seq {
-                        ErrorStatus::Resolved
-                    } else {
-                        ErrorStatus::Superseded
-                    };
-                    item.resolved_at = Some(at);
-                    item.resolved_by_seq = Some(by_seq);
-                }
+                item.resolve(by_seq, at);
             }
         }
     }

@@ -25,6 +25,37 @@ pub struct World {
     pub deadline: Option<Timestamp>,
 }
 
+/// Stores changed settings as the next version, bypassing the change rules (engine tests
+/// set values the rules would refuse a person, such as pause off without acknowledgement).
+pub async fn set_settings(
+    store: &MemoryStore,
+    tenant: &TenantId,
+    now: Timestamp,
+    change: impl FnOnce(&mut Settings),
+) {
+    let current = store.get_settings(tenant).await.unwrap();
+    let (old, version) = current.map(|v| (v.settings, v.version)).unwrap_or_default();
+    let mut new = old.clone();
+    change(&mut new);
+    let ch = SettingsChange {
+        version: version + 1,
+        at: now,
+        actor: "test".into(),
+        old,
+        new,
+        acknowledged_data_inconsistency: true,
+    };
+    let ev = Event {
+        id: uuid::Uuid::new_v4().to_string(),
+        kind: EventKind::SettingsChanged,
+        tenant: tenant.clone(),
+        job: None,
+        at: now,
+        detail: json!({}),
+    };
+    store.put_settings(tenant, version, ch, ev).await.unwrap();
+}
+
 pub fn key(s: &str) -> RecordKey {
     RecordKey::from_external_id(s, false).unwrap()
 }
@@ -98,30 +129,7 @@ impl World {
 
     /// Changes the tenant's settings directly (the rules are tested elsewhere).
     pub async fn settings(&self, change: impl FnOnce(&mut Settings)) {
-        let current = self.store.get_settings(&self.job.tenant).await.unwrap();
-        let (old, version) = current.map(|v| (v.settings, v.version)).unwrap_or_default();
-        let mut new = old.clone();
-        change(&mut new);
-        let ch = SettingsChange {
-            version: version + 1,
-            at: self.now(),
-            actor: "test".into(),
-            old,
-            new,
-            acknowledged_data_inconsistency: true,
-        };
-        let ev = Event {
-            id: uuid::Uuid::new_v4().to_string(),
-            kind: EventKind::SettingsChanged,
-            tenant: self.job.tenant.clone(),
-            job: None,
-            at: self.now(),
-            detail: json!({}),
-        };
-        self.store
-            .put_settings(&self.job.tenant, version, ch, ev)
-            .await
-            .unwrap();
+        set_settings(&self.store, &self.job.tenant, self.now(), change).await;
     }
 
     pub async fn pause(&self, on: bool) {
