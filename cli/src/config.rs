@@ -311,6 +311,18 @@ fn job_definition(a: cli::DefineArgs) -> CliResult<JobDefinition> {
 
 fn run_cmd(kind: RunKind, a: cli::RunArgs) -> CliResult<Cmd> {
     let max_duration = parse_duration(&a.max_duration)?;
+    // A run keeps a safety margin and needs time for at least one request before its
+    // deadline; a shorter budget could never send anything.
+    let engine = crm_export_core::engine::EngineConfig::default();
+    let minimum =
+        engine.safety_margin + engine.min_request_timeout + std::time::Duration::from_secs(1);
+    if max_duration < minimum {
+        return Err(CliError::bad_input(format!(
+            "--max-duration {} is too short: a run needs at least {}s (safety margin and one request)",
+            a.max_duration,
+            minimum.as_secs()
+        )));
+    }
     let crm = match (a.crm.crm, a.crm.sim) {
         (Some(path), _) => CrmTarget {
             config: read_crm_file(&path)?,

@@ -248,8 +248,9 @@ fn runs_report_disabled_and_early_stops_with_their_codes() {
         "2s",
         "--json",
     ]);
-    assert_eq!(r.code, 12, "{r:?}");
-    assert_eq!(r.json()["report"]["outcome"]["outcome"], "deadline_reached");
+    // Too short to send anything: refused up front rather than a run that never moves.
+    assert_eq!(r.code, 3, "{r:?}");
+    assert_eq!(r.json()["error"]["code"], "bad_input");
     assert!(sim.contact_keys().is_empty());
 
     // A CRM that does not answer: the request fails, nothing is recorded against records.

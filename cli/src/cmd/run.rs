@@ -66,10 +66,23 @@ pub async fn run_once(
     if let Some(p) = &progress {
         opts = opts.with_observer(p.clone());
     }
+    // Ctrl-C stops the run at the next batch boundary: cursor committed, lease released
+    // (a second Ctrl-C aborts at once).
+    let stop = opts.stop.clone();
+    let interrupt = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("stopping after the current batch (Ctrl-C again to abort)");
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
     let report = match kind {
         RunKind::Export => engine.run_export(job, &opts).await,
         RunKind::Retry => engine.run_retry(job, &opts).await,
     };
+    interrupt.abort();
     if let Some(p) = &progress {
         p.finish();
     }

@@ -593,7 +593,11 @@ async fn a_bad_date_refuses_the_whole_request() {
         )
     );
     // The message says what went wrong, but not the record's value.
-    assert!(f.message.contains("Cannot deserialize instance of date"), "{}", f.message);
+    assert!(
+        f.message.contains("Cannot deserialize instance of date"),
+        "{}",
+        f.message
+    );
     assert!(!f.message.contains("2024-02-31"), "{}", f.message);
     assert_eq!(reply.api_calls, 1);
     assert!(

@@ -62,6 +62,9 @@ pub struct RunOptions {
     /// The run stops cleanly (cursor committed, lease released) before this time.
     pub deadline: Timestamp,
     pub observer: Option<std::sync::Arc<dyn RunObserver>>,
+    /// Set from outside (Ctrl-C, SIGTERM) to stop the run at the next batch boundary,
+    /// cleanly, as at its deadline.
+    pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -79,6 +82,7 @@ impl RunOptions {
             run_id: RunId::random(),
             deadline,
             observer: None,
+            stop: Default::default(),
         }
     }
     pub fn with_observer(mut self, observer: std::sync::Arc<dyn RunObserver>) -> Self {

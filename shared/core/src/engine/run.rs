@@ -253,7 +253,8 @@ impl<'a> Run<'a> {
                     .min_request_timeout
                     .max(self.live().slowest_call),
             );
-        if self.now() + need >= self.opts.deadline {
+        let stopped = self.opts.stop.load(std::sync::atomic::Ordering::SeqCst);
+        if stopped || self.now() + need >= self.opts.deadline {
             return Err(Stop::Outcome(RunOutcome::DeadlineReached));
         }
         Ok(())

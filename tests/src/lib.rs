@@ -1,1 +1,0 @@
-//! crm-export-tests (placeholder until its issue lands)
