@@ -220,7 +220,8 @@ pub async fn run_bench(opts: &BenchOptions, say: &dyn Fn(&str)) -> Result<BenchR
     })
 }
 
-/// The commit the figures are from, and whether the measured code had uncommitted changes.
+/// The commit of the working tree when the harness runs (the binary may be older), and
+/// whether the measured code had uncommitted changes.
 pub fn source_state() -> String {
     let root = peer::workspace_root();
     let git = |args: &[&str]| {
@@ -247,9 +248,10 @@ pub fn source_state() -> String {
     let mut args = vec!["status", "--porcelain", "--"];
     args.extend(measured);
     match git(&args) {
-        Some(s) if !s.is_empty() => format!("commit {head} + uncommitted changes"),
-        Some(_) => format!("commit {head}"),
-        None => format!("commit {head}"),
+        Some(s) if !s.is_empty() => {
+            format!("tree at run time: commit {head} + uncommitted changes")
+        }
+        _ => format!("tree at run time: commit {head}"),
     }
 }
 
