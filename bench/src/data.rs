@@ -15,18 +15,15 @@ use std::path::Path;
 
 /// The bundled data (see data/coral-cloud/SOURCE.md).
 const CONTACTS: &str = include_str!("../../data/coral-cloud/Contact-large.json");
-/// The simulator's demo org (Contact shaped like the data, the `crmx-demo-client` app).
-const DEMO_ORG: &str = include_str!("../../simulator/orgs/demo-contacts.json");
 
 pub const CONTACTS_PATH: &str = "data/coral-cloud/Contact-large.json";
 pub const OBJECT: &str = "Contact";
 pub const EXTERNAL_ID: &str = "External_Id__c";
 pub const JOB: &str = "contacts";
-pub const CLIENT_ID: &str = "crmx-demo-client";
-pub const CLIENT_SECRET: &str = "crmx-demo-secret";
+pub use sf_simulator::demo::{CLIENT_ID, CLIENT_SECRET};
 
 pub fn demo_org() -> Result<OrgDefinition> {
-    serde_json::from_str(DEMO_ORG).ctx("the simulator's demo org does not parse")
+    sf_simulator::demo::org().ctx("the simulator's demo org does not parse")
 }
 
 /// The job every setting exports: Contacts upserted on `External_Id__c`, with the org's own

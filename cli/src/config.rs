@@ -15,8 +15,7 @@ use std::time::Duration;
 
 /// The demo org's connected app (see `simulator/orgs/demo-contacts.json`); `--sim` uses it.
 /// Not a secret: it only opens a local simulator.
-pub const SIM_CLIENT_ID: &str = "crmx-demo-client";
-pub const SIM_CLIENT_SECRET: &str = "crmx-demo-secret";
+pub use sf_simulator::demo::{CLIENT_ID as SIM_CLIENT_ID, CLIENT_SECRET as SIM_CLIENT_SECRET};
 
 /// The state dir used when neither `--state-dir` nor `CRMX_STATE_DIR` is given.
 pub const DEFAULT_STATE_DIR: &str = ".crmx";

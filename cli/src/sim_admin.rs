@@ -7,12 +7,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sf_simulator::{FieldDef, OrgDefinition, RecordView, ValidationRule};
 
-/// The built-in demo org (a Contact object shaped like the coral-cloud data, with a
-/// birthdate validation rule and the `crmx-demo-client` connected app).
-const DEMO_ORG: &str = include_str!("../../simulator/orgs/demo-contacts.json");
-
+/// The simulator's built-in demo org.
 pub fn demo_org() -> CliResult<OrgDefinition> {
-    serde_json::from_str(DEMO_ORG)
+    sf_simulator::demo::org()
         .map_err(|e| CliError::internal(format!("the built-in demo org does not parse: {e}")))
 }
 

@@ -8,6 +8,7 @@
 mod admin;
 mod collections;
 mod decode;
+pub mod demo;
 mod error;
 mod faults;
 mod ids;
