@@ -73,11 +73,13 @@ pub(crate) async fn upsert(
     body: Bytes,
 ) -> Response {
     let shared = &sim.shared;
-    let call = match rest::admit(shared, &headers).await {
+    let admitted = tokio::time::Instant::now();
+    let call = match rest::admit_now(shared, &headers) {
         Ok(call) => call,
         Err(resp) => return resp,
     };
     let resp = handle(shared, &version, &sobject, &field, &body).await;
+    rest::answer_after_latency(shared, admitted).await;
     drop(call);
     match resp {
         // A fault's raw response stands for something in front of the org (a CDN page).

@@ -111,6 +111,17 @@ impl Drop for Call {
 /// Admits a REST call: valid session, allocation left (then it counts), a free concurrency
 /// slot, then the configured latency. The error response already carries the limit header.
 pub(crate) async fn admit(shared: &Arc<Shared>, headers: &HeaderMap) -> Result<Call, Response> {
+    let call = admit_now(shared, headers)?;
+    latency(shared).await;
+    Ok(call)
+}
+
+/// [`admit`] without the latency: the caller does its work and then waits for the rest of
+/// it ([`answer_after_latency`]), so that a call's time is the latency, as Salesforce's
+/// response time includes its own work, and not the latency plus this process's.
+// The refusal is the handler's response as it is; boxing it would only add an allocation.
+#[allow(clippy::result_large_err)]
+pub(crate) fn admit_now(shared: &Arc<Shared>, headers: &HeaderMap) -> Result<Call, Response> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -158,8 +169,15 @@ pub(crate) async fn admit(shared: &Arc<Shared>, headers: &HeaderMap) -> Result<C
             ));
         }
     }
-    latency(shared).await;
     Ok(call)
+}
+
+/// Waits until the configured latency has passed since `admitted`.
+pub(crate) async fn answer_after_latency(shared: &Shared, admitted: tokio::time::Instant) {
+    let ms = shared.latency_ms.load(Ordering::SeqCst);
+    if ms > 0 {
+        tokio::time::sleep_until(admitted + Duration::from_millis(ms)).await;
+    }
 }
 
 pub(crate) async fn latency(shared: &Shared) {
