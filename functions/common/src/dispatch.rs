@@ -510,6 +510,7 @@ mod tests {
             state,
             errors,
             events: vec![],
+            ..Commit::default()
         };
         store.commit(j, &lease, now, commit).await.unwrap();
         store.release_lease(j, &lease).await.unwrap();

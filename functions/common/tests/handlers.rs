@@ -401,6 +401,7 @@ async fn set_state(aws: &Aws, j: &JobRef, state: JobState, errors: Vec<ErrorWrit
                 state,
                 errors,
                 events: vec![],
+                ..Commit::default()
             },
         )
         .await

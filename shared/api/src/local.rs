@@ -228,6 +228,7 @@ async fn commit_under_lease(
                 state,
                 errors,
                 events: Vec::new(),
+                ..Commit::default()
             },
         )
         .await;

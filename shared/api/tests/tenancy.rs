@@ -79,6 +79,7 @@ async fn acme_only_job(api: &Api) -> JobRef {
                 state,
                 errors: vec![ErrorWrite::Put(item)],
                 events: vec![],
+                ..Commit::default()
             },
         )
         .await

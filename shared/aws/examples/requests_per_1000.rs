@@ -100,6 +100,7 @@ async fn main() {
                     state,
                     errors: vec![],
                     events: vec![],
+                    ..Commit::default()
                 },
             )
             .await

@@ -164,6 +164,7 @@ async fn a_commit_larger_than_one_transaction_applies_everything() {
                 state: state.clone(),
                 errors: puts,
                 events: vec![event.clone()],
+                ..Commit::default()
             },
         )
         .await
@@ -197,6 +198,7 @@ async fn a_commit_larger_than_one_transaction_applies_everything() {
                 state: state.clone(),
                 errors: resolves,
                 events: vec![],
+                ..Commit::default()
             },
         )
         .await
@@ -246,6 +248,7 @@ async fn a_large_commit_without_the_lease_writes_nothing() {
                 },
                 errors: puts,
                 events: vec![],
+                ..Commit::default()
             },
         )
         .await;
@@ -277,6 +280,7 @@ async fn resolved_items_get_a_ttl_and_leave_the_retry_index() {
                 state: JobState::default(),
                 errors: vec![put],
                 events: vec![],
+                ..Commit::default()
             },
         )
         .await
@@ -317,6 +321,7 @@ async fn resolved_items_get_a_ttl_and_leave_the_retry_index() {
                 state: JobState::default(),
                 errors: vec![resolve],
                 events: vec![],
+                ..Commit::default()
             },
         )
         .await
@@ -360,6 +365,7 @@ async fn a_missing_table_is_unavailable_not_a_panic() {
         state: JobState::default(),
         errors: vec![],
         events: vec![],
+        ..Commit::default()
     };
     assert!(matches!(
         store.commit(&job, &lease, t0(), commit).await,
@@ -452,6 +458,7 @@ async fn requests_per_thousand_records_stay_batched() {
                     state,
                     errors: vec![],
                     events: vec![],
+                    ..Commit::default()
                 },
             )
             .await

@@ -7,7 +7,7 @@ use common::crash::{CrashStore, Hook};
 use common::*;
 use crm_export_core::engine::{Engine, RunOutcome};
 use crm_export_core::ports::*;
-use crm_export_core::testing::Scripted;
+use crm_export_core::testing::{FakeCrm, Scripted};
 use crm_export_core::*;
 use std::time::Duration;
 
@@ -199,4 +199,146 @@ async fn a_run_finding_every_slot_taken_reports_the_tenant_busy() {
     // Its job lease was given back: once the slots free up, the job runs.
     w.advance(Duration::from_secs(61));
     assert_eq!(w.export().await.outcome, RunOutcome::Completed);
+}
+
+/// Delegates to the fake CRM after a real wait: long for a call carrying `slow_key`,
+/// short for the others. Counts the calls started while the slow one was out.
+struct SlowKeyCrm<'a> {
+    inner: &'a FakeCrm,
+    slow_key: String,
+    slow: Duration,
+    fast: Duration,
+    started: std::sync::atomic::AtomicU32,
+    started_during_slow: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl CrmClient for SlowKeyCrm<'_> {
+    async fn upsert(&self, req: &UpsertRequest) -> CrmReply<Vec<RecordOutcome>> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let n = self.started.fetch_add(1, SeqCst) + 1;
+        let slow = req
+            .records
+            .iter()
+            .any(|r| r[EXT].as_str() == Some(self.slow_key.as_str()));
+        tokio::time::sleep(if slow { self.slow } else { self.fast }).await;
+        if slow {
+            self.started_during_slow
+                .store(self.started.load(SeqCst) - n, SeqCst);
+        }
+        self.inner.upsert(req).await
+    }
+    async fn check_connection(&self, timeout: Duration) -> CrmReply<()> {
+        self.inner.check_connection(timeout).await
+    }
+}
+
+/// The window is kept full: while one call is slow, the other slots go on with new
+/// batches instead of waiting for a round to end; the cursor still waits for the slow one.
+#[tokio::test]
+async fn a_slow_call_does_not_hold_the_other_slots_back() {
+    let w = pipelined(4).await;
+    w.put_n("k", 400).await;
+    let crm = SlowKeyCrm {
+        inner: &w.crm,
+        slow_key: "k0000".into(),
+        slow: Duration::from_millis(600),
+        fast: Duration::from_millis(10),
+        started: Default::default(),
+        started_during_slow: Default::default(),
+    };
+    let engine = Engine::new(&w.store, &crm, &w.events, w.clock.as_ref(), &w.config);
+    let r = engine.run_export(&w.job, &w.opts()).await.unwrap();
+    assert_eq!(r.outcome, RunOutcome::Completed);
+    assert_eq!(r.counts.batches, 16);
+    let during = crm
+        .started_during_slow
+        .load(std::sync::atomic::Ordering::SeqCst);
+    // In lock-step rounds only the 3 other calls of the first round would start; here the
+    // 3 free slots work through the other 15 batches (10 ms each) while the slow call runs.
+    assert!(
+        during >= 10,
+        "only {during} calls started during the slow one"
+    );
+    assert!(w.crm.max_concurrent_calls() <= 4);
+    assert_eq!(w.state().await.cursor, 400);
+    w.assert_crm_clean();
+}
+
+/// What one batch costs the store: a read, a supersede check, a settings read and one
+/// commit, which also extends the lease and counts the API calls. No separate lease
+/// renewals or budget writes, and the budget is read once per run, not per request.
+#[tokio::test]
+async fn a_batch_costs_four_store_calls_and_the_budget_still_counts_every_call() {
+    let mut w = pipelined(8).await;
+    w.batch_size(200).await;
+    w.put_n("k", 2000).await;
+    w.crm.set_latency(Duration::from_millis(150));
+    let store = crm_export_core::store::CountingStore::new(std::mem::take(&mut w.store));
+    let engine = Engine::new(&store, &w.crm, &w.events, w.clock.as_ref(), &w.config);
+    let r = engine.run_export(&w.job, &w.opts()).await.unwrap();
+    let calls = store.snapshot();
+    w.store = store.into_inner();
+    assert_eq!(r.outcome, RunOutcome::Completed);
+    assert_eq!(r.counts.batches, 10);
+    use crm_export_core::store::StoreOp::*;
+    assert_eq!(
+        calls.get(ReadAfter),
+        11,
+        "10 windows and the read that finds the end"
+    );
+    assert_eq!(calls.get(LatestSeqs), 10);
+    assert_eq!(
+        calls.get(Commit),
+        11,
+        "one per batch and the run's final event"
+    );
+    assert_eq!(calls.get(RenewLease), 0, "commits extend the lease");
+    assert_eq!(calls.get(AddApiCalls), 0, "commits count the calls");
+    assert_eq!(calls.get(ApiCallsLast24h), 1);
+    assert!(calls.get(GetSettings) <= 12, "{}", calls.get(GetSettings));
+    // Per run, not per batch: the job lease and the tenant's 8 request slots, taken and
+    // given back once each.
+    assert_eq!(calls.get(AcquireLease), 9);
+    assert_eq!(calls.get(ReleaseLease), 9);
+    assert_eq!(
+        w.store
+            .api_calls_last_24h(&w.job.tenant, w.now())
+            .await
+            .unwrap(),
+        10,
+        "every CRM call reached the tenant's budget"
+    );
+}
+
+/// A halt in the first batch stops the run, but only once the requests in flight are
+/// over: the lease is never given back with a write of ours still out.
+#[tokio::test]
+async fn a_stopping_run_waits_for_its_requests_before_giving_the_lease_back() {
+    let w = pipelined(4).await;
+    let keys = w.put_n("k", 100).await;
+    w.crm.always(
+        &keys[3],
+        Scripted::Reject("FIELD_CUSTOM_VALIDATION_EXCEPTION", RejectKind::Data),
+    );
+    let crm = SlowKeyCrm {
+        inner: &w.crm,
+        slow_key: keys[60].clone(),
+        slow: Duration::from_millis(300),
+        fast: Duration::from_millis(1),
+        started: Default::default(),
+        started_during_slow: Default::default(),
+    };
+    let engine = Engine::new(&w.store, &crm, &w.events, w.clock.as_ref(), &w.config);
+    let r = engine.run_export(&w.job, &w.opts()).await.unwrap();
+    assert!(
+        matches!(r.outcome, RunOutcome::Halted { seq: 4, .. }),
+        "{:?}",
+        r.outcome
+    );
+    // The slow call (batch 3) had started with the first round and was answered before
+    // the run returned.
+    assert!(w.crm.record(&keys[60]).is_some());
+    assert_eq!(w.state().await.cursor, 3);
+    w.assert_crm_clean();
 }

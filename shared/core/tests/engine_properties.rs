@@ -106,7 +106,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (1u64..40).prop_map(|stall_at| Step::Zombie { stall_at }),
         2 => (1u64..40, prop::collection::vec(0..8usize, 1..6))
             .prop_map(|(stall_at, keys)| Step::EnqueueMidRun { stall_at, keys }),
-        1 => (1u32..=4).prop_map(Step::Window),
+        1 => (1u32..=8).prop_map(Step::Window),
     ]
 }
 

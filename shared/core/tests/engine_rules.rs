@@ -611,6 +611,7 @@ async fn s4_5_a_blocked_job_with_nothing_queued_probes_the_connection() {
                 state: st,
                 errors: vec![],
                 events: vec![],
+                ..Commit::default()
             },
         )
         .await
@@ -679,6 +680,58 @@ async fn s4_7_the_run_stops_when_the_daily_api_limit_is_spent() {
     // A day later the budget is back.
     w.advance_hours(25);
     assert_eq!(w.export().await.outcome, RunOutcome::Completed);
+}
+
+/// A run adds its own calls to the count it read, and reads the count again before every
+/// request once it is near the limit: calls of the tenant's other runs made meanwhile count.
+#[tokio::test]
+async fn s4_7_calls_of_the_tenants_other_runs_count_once_the_budget_is_near_its_end() {
+    use common::crash::{CrashStore, Hook};
+    let w = World::new().await;
+    w.settings(|s| {
+        s.batch_size = BatchSize::new(25).unwrap();
+        s.daily_api_limit = 1000;
+    })
+    .await;
+    w.store
+        .add_api_calls(&w.job.tenant, w.now(), 880)
+        .await
+        .unwrap();
+    w.put_n("k", 1000).await;
+    // Another job of the tenant spends 100 calls while this run goes.
+    let hook: Hook<'_> = Box::new(|| {
+        Box::pin(async {
+            w.store
+                .add_api_calls(&w.job.tenant, w.now(), 100)
+                .await
+                .unwrap();
+        })
+    });
+    let store = CrashStore::stalling(&w.store, 30, hook);
+    let engine = crm_export_core::engine::Engine::new(
+        &store,
+        &w.crm,
+        &w.events,
+        w.clock.as_ref(),
+        &w.config,
+    );
+    let r = engine.run_export(&w.job, &w.opts()).await.unwrap();
+    assert!(
+        matches!(r.outcome, RunOutcome::BudgetExhausted { ref code } if code == "daily_api_limit"),
+        "{:?}",
+        r.outcome
+    );
+    // 880 read at the start; from 900 on (880 + 20 of ours) every request reads again and
+    // finds 880 + 100 + 20: the limit. Alone, the run would have made 120 calls.
+    assert_eq!(w.crm.call_count(), 20);
+    assert_eq!(
+        w.store
+            .api_calls_last_24h(&w.job.tenant, w.now())
+            .await
+            .unwrap(),
+        1000,
+        "every call of the run was counted"
+    );
 }
 
 #[tokio::test]

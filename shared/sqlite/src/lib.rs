@@ -849,6 +849,13 @@ impl JobStateStore for SqliteStore {
         let lease = lease.clone();
         let now_ns = to_ns(now)?;
         let state = to_json(&commit.state)?;
+        let extended = commit
+            .lease_extension
+            .map(|d| expiry_ns(lease_expiry(now, d)));
+        let api_calls = i64::try_from(commit.api_calls).map_err(|_| {
+            StoreError::Invalid(format!("{} calls is out of range", commit.api_calls))
+        })?;
+        let hour = hour_bucket(now);
         self.write(move |tx| {
             // The lease check and every write share one immediate transaction: nobody can
             // take the lease over between the check and the writes.
@@ -856,10 +863,14 @@ impl JobStateStore for SqliteStore {
                 return Err(StoreError::LeaseLost);
             }
             tx.execute(
-                "UPDATE jobs SET state = ?3 WHERE tenant = ?1 AND job = ?2",
-                params![tenant, job, state],
+                "UPDATE jobs SET state = ?3, lease_expires_ns = COALESCE(?4, lease_expires_ns)
+                 WHERE tenant = ?1 AND job = ?2",
+                params![tenant, job, state, extended],
             )
             .map_err(sql_err)?;
+            if api_calls > 0 {
+                add_calls_tx(tx, &tenant, hour, api_calls)?;
+            }
             for w in &commit.errors {
                 apply_error_write(tx, &tenant, &job, w)?;
             }
@@ -1259,6 +1270,21 @@ impl Outbox for SqliteStore {
     }
 }
 
+fn add_calls_tx(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    hour: i64,
+    calls: i64,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO api_calls (tenant, hour, calls) VALUES (?1, ?2, ?3)
+         ON CONFLICT (tenant, hour) DO UPDATE SET calls = calls + excluded.calls",
+        params![tenant, hour, calls],
+    )
+    .map_err(sql_err)?;
+    Ok(())
+}
+
 #[async_trait]
 impl ApiBudget for SqliteStore {
     async fn add_api_calls(
@@ -1274,16 +1300,8 @@ impl ApiBudget for SqliteStore {
         let hour = hour_bucket(at);
         let calls = i64::try_from(calls)
             .map_err(|_| StoreError::Invalid(format!("{calls} calls is out of range")))?;
-        self.write(move |tx| {
-            tx.execute(
-                "INSERT INTO api_calls (tenant, hour, calls) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (tenant, hour) DO UPDATE SET calls = calls + excluded.calls",
-                params![tenant, hour, calls],
-            )
-            .map_err(sql_err)?;
-            Ok(())
-        })
-        .await
+        self.write(move |tx| add_calls_tx(tx, &tenant, hour, calls))
+            .await
     }
 
     async fn api_calls_last_24h(

@@ -117,6 +117,7 @@ async fn a_commit_failing_half_way_writes_nothing() {
         },
         errors: vec![ErrorWrite::Put(item("k", 3))],
         events: vec![event("fine"), event("poison")],
+        ..Commit::default()
     };
     assert!(matches!(
         store.commit(&job, &lease, t0(), commit).await,
@@ -147,6 +148,7 @@ async fn a_commit_failing_half_way_writes_nothing() {
         },
         errors: vec![],
         events: vec![event("fine")],
+        ..Commit::default()
     };
     store.commit(&job, &lease, t0(), good).await.unwrap();
     assert_eq!(store.load_state(&job).await.unwrap().cursor, 5);
@@ -273,6 +275,7 @@ async fn data_survives_reopening_the_file() {
             },
             errors: vec![ErrorWrite::Put(item("b", 2))],
             events: vec![event("e1")],
+            ..Commit::default()
         };
         store.commit(&job, &lease, t0(), commit).await.unwrap();
     }
@@ -385,6 +388,7 @@ async fn out_of_range_values_are_invalid_not_corrupting() {
         state: JobState::default(),
         errors: vec![ErrorWrite::Put(item("k", u64::MAX))],
         events: vec![],
+        ..Commit::default()
     };
     assert!(matches!(
         store.commit(&job, &lease, t0(), commit).await,

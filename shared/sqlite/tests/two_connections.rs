@@ -147,6 +147,7 @@ async fn two_connections_race_for_the_lease_and_only_the_holder_commits() {
             },
             errors: vec![],
             events: vec![],
+            ..Commit::default()
         };
         assert_eq!(
             loser.commit(&job, &forged, now, bad).await,
@@ -161,6 +162,7 @@ async fn two_connections_race_for_the_lease_and_only_the_holder_commits() {
                     state: state.clone(),
                     errors: vec![],
                     events: vec![],
+                    ..Commit::default()
                 },
             )
             .await
@@ -176,6 +178,7 @@ async fn two_connections_race_for_the_lease_and_only_the_holder_commits() {
             },
             errors: vec![],
             events: vec![],
+            ..Commit::default()
         };
         assert_eq!(
             winner.commit(&job, &lease, later, late).await,

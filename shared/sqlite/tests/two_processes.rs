@@ -174,6 +174,7 @@ async fn processes_take_turns_with_the_lease() {
             state,
             errors: vec![],
             events: vec![event],
+            ..Commit::default()
         };
         store
             .commit(&job, &lease, chrono::Utc::now(), commit)

@@ -5,6 +5,7 @@ use super::error;
 use super::items::*;
 use super::DynamoStore;
 use async_trait::async_trait;
+use aws_sdk_dynamodb::types::Update;
 use crm_export_core::domain::*;
 use crm_export_core::ports::*;
 
@@ -16,6 +17,37 @@ fn bucket_sk(bucket: i64) -> String {
     )
 }
 
+impl DynamoStore {
+    fn bucket_ttl(&self, bucket: i64) -> i64 {
+        let keep = self
+            .config
+            .budget_retention
+            .max(std::time::Duration::from_secs(25 * 3600));
+        bucket.saturating_add(keep.as_secs() as i64)
+    }
+
+    /// The increment of a tenant's hour bucket: one more item of a commit's transaction,
+    /// or sent alone by `add_api_calls`.
+    pub(crate) fn budget_add(
+        &self,
+        tenant: &TenantId,
+        at: Timestamp,
+        calls: u64,
+    ) -> Result<Update, StoreError> {
+        let bucket = hour_bucket(at);
+        Update::builder()
+            .table_name(&self.config.state_table)
+            .set_key(Some(key(tenant_pk(tenant), bucket_sk(bucket))))
+            .update_expression("ADD #calls :n SET #ttl = :ttl")
+            .expression_attribute_names("#calls", "calls")
+            .expression_attribute_names("#ttl", TTL)
+            .expression_attribute_values(":n", n(calls))
+            .expression_attribute_values(":ttl", n(self.bucket_ttl(bucket)))
+            .build()
+            .map_err(error::build)
+    }
+}
+
 #[async_trait]
 impl ApiBudget for DynamoStore {
     async fn add_api_calls(
@@ -24,24 +56,10 @@ impl ApiBudget for DynamoStore {
         at: Timestamp,
         calls: u64,
     ) -> Result<(), StoreError> {
-        let bucket = hour_bucket(at);
-        let keep = self
-            .config
-            .budget_retention
-            .max(std::time::Duration::from_secs(25 * 3600));
-        self.client
-            .update_item()
-            .table_name(&self.config.state_table)
-            .set_key(Some(key(tenant_pk(tenant), bucket_sk(bucket))))
-            .update_expression("ADD #calls :n SET #ttl = :ttl")
-            .expression_attribute_names("#calls", "calls")
-            .expression_attribute_names("#ttl", TTL)
-            .expression_attribute_values(":n", n(calls))
-            .expression_attribute_values(":ttl", n(bucket.saturating_add(keep.as_secs() as i64)))
-            .send()
+        let update = self.budget_add(tenant, at, calls)?;
+        self.update_alone(&update)
             .await
-            .map_err(|e| error::classify("UpdateItem", e))?;
-        Ok(())
+            .map_err(|e| error::classify("UpdateItem", e))
     }
 
     async fn api_calls_last_24h(

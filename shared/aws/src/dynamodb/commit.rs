@@ -170,8 +170,17 @@ impl JobStateStore for DynamoStore {
         let mut state_item = key(job_pk(job), SK_STATE);
         state_item.insert("state".into(), to_json(&commit.state)?);
         state_item.insert("updated_at".into(), ts(now));
+        // Item 0 checks the lease (and extends it when asked): a failed condition there
+        // means the lease is lost.
+        let lease_item = match commit.lease_extension {
+            Some(d) => {
+                let update = self.lease_extend(job, lease, now, d)?;
+                TransactWriteItem::builder().update(update).build()
+            }
+            None => self.lease_check(job, lease, now)?,
+        };
         let mut last = vec![
-            self.lease_check(job, lease, now)?,
+            lease_item,
             TransactWriteItem::builder()
                 .put(
                     Put::builder()
@@ -182,6 +191,11 @@ impl JobStateStore for DynamoStore {
                 )
                 .build(),
         ];
+        if commit.api_calls > 0 {
+            let update = self.budget_add(&job.tenant, now, commit.api_calls)?;
+            last.push(TransactWriteItem::builder().update(update).build());
+        }
+        let fixed = last.len();
         let mut last_bytes = 0;
         for (i, event) in commit.events.iter().enumerate() {
             let (put, bytes) = self.outbox_put(&job.tenant, event, i)?;
@@ -192,7 +206,7 @@ impl JobStateStore for DynamoStore {
             return Err(StoreError::Invalid(format!(
                 "a commit carries {} events; at most {} fit in one transaction with the state",
                 commit.events.len(),
-                MAX_TX_ITEMS - 2
+                MAX_TX_ITEMS - fixed
             )));
         }
         let groups = self.error_groups(job, commit.errors, now).await?;

@@ -5,7 +5,7 @@ use super::error;
 use super::items::*;
 use super::{DynamoStore, Item};
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{ConditionCheck, TransactWriteItem};
+use aws_sdk_dynamodb::types::{ConditionCheck, TransactWriteItem, Update};
 use crm_export_core::domain::*;
 use crm_export_core::ports::*;
 use std::time::Duration;
@@ -42,6 +42,32 @@ impl DynamoStore {
             .build()
             .map_err(error::build)?;
         Ok(TransactWriteItem::builder().condition_check(check).build())
+    }
+
+    /// The lease extended to `now + duration`, if still held at `now`: a commit's first
+    /// transaction item, or sent alone by `renew_lease`.
+    pub(crate) fn lease_extend(
+        &self,
+        job: &JobRef,
+        lease: &Lease,
+        now: Timestamp,
+        duration: Duration,
+    ) -> Result<Update, StoreError> {
+        let until = expires(now, duration)?;
+        Update::builder()
+            .table_name(&self.config.state_table)
+            .set_key(Some(self.lease_key(job)))
+            .update_expression("SET #exp = :new, #at = :at")
+            .condition_expression("#token = :token AND #exp > :now")
+            .expression_attribute_names("#exp", EXPIRES_NS)
+            .expression_attribute_names("#at", "expires_at")
+            .expression_attribute_names("#token", "token")
+            .expression_attribute_values(":new", n(nanos(until)?))
+            .expression_attribute_values(":at", ts(until))
+            .expression_attribute_values(":token", s(&lease.token.0))
+            .expression_attribute_values(":now", n(nanos(now)?))
+            .build()
+            .map_err(error::build)
     }
 }
 
@@ -94,24 +120,9 @@ impl LeaseStore for DynamoStore {
             expires_at: expires(now, duration)?,
             ..lease.clone()
         };
-        let res = self
-            .client
-            .update_item()
-            .table_name(&self.config.state_table)
-            .set_key(Some(self.lease_key(job)))
-            .update_expression("SET #exp = :new, #at = :at")
-            .condition_expression("#token = :token AND #exp > :now")
-            .expression_attribute_names("#exp", EXPIRES_NS)
-            .expression_attribute_names("#at", "expires_at")
-            .expression_attribute_names("#token", "token")
-            .expression_attribute_values(":new", n(nanos(renewed.expires_at)?))
-            .expression_attribute_values(":at", ts(renewed.expires_at))
-            .expression_attribute_values(":token", s(&lease.token.0))
-            .expression_attribute_values(":now", n(nanos(now)?))
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(renewed),
+        let update = self.lease_extend(job, lease, now, duration)?;
+        match self.update_alone(&update).await {
+            Ok(()) => Ok(renewed),
             Err(e) if error::is_condition_failed(&e) => Err(StoreError::LeaseLost),
             Err(e) => Err(error::classify("UpdateItem", e)),
         }

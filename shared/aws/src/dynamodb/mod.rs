@@ -13,6 +13,7 @@ mod settings;
 mod tables;
 
 use crate::{RequestCounter, SdkTimeouts};
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use aws_sdk_dynamodb::Client;
 use crm_export_core::ports::StoreError;
@@ -126,6 +127,25 @@ impl DynamoStore {
 
     /// Reads items of the state table by key, consistently, 100 keys per request, retrying
     /// unprocessed keys a bounded number of times. Returns the items found.
+    /// Sends a transaction's `Update` as a request of its own: the same write, so the
+    /// commit and the standalone port build it in one place.
+    async fn update_alone(
+        &self,
+        u: &aws_sdk_dynamodb::types::Update,
+    ) -> Result<(), aws_sdk_dynamodb::error::SdkError<UpdateItemError>> {
+        self.client
+            .update_item()
+            .table_name(u.table_name())
+            .set_key(Some(u.key().clone()))
+            .update_expression(u.update_expression())
+            .set_condition_expression(u.condition_expression().map(str::to_owned))
+            .set_expression_attribute_names(u.expression_attribute_names().cloned())
+            .set_expression_attribute_values(u.expression_attribute_values().cloned())
+            .send()
+            .await
+            .map(|_| ())
+    }
+
     async fn batch_get_state(&self, keys: Vec<Item>) -> Result<Vec<Item>, StoreError> {
         let table = self.config.state_table.clone();
         let mut found = Vec::with_capacity(keys.len());

@@ -50,8 +50,11 @@ pub const MAX_RETRY_ATTEMPTS_MAX: u32 = 1_000;
 /// per production org and 5 in developer orgs; the product stays well below.
 pub const MAX_IN_FLIGHT_MAX: u32 = 10;
 
+/// Eight 200-record calls in flight keep the pipe full at a typical call time of 150 ms
+/// (about 10,000 records/s) and stay far from the org's 25 long-running requests; calls
+/// this short do not count as long-running at all. A developer org (5) needs a lower value.
 fn default_max_in_flight() -> u32 {
-    4
+    8
 }
 
 /// The warning shown whenever pause on export errors is turned off.

@@ -1,7 +1,7 @@
 //! Reading the next batch: the records after the cursor, one version per key (the newest
 //! queued one); older versions are superseded and never sent.
 
-use super::run::{Flow, Run};
+use super::run::{Flow, Run, RunCtx};
 use crate::domain::{Record, RecordKey, Seq};
 use std::collections::{HashMap, HashSet};
 
@@ -10,6 +10,20 @@ pub(super) struct Window {
     pub records: Vec<Record>,
     /// `superseded[i]`: a newer version of `records[i]`'s key is queued.
     pub superseded: Vec<bool>,
+    pub end: WindowEnd,
+}
+
+/// Why a window ends where it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum WindowEnd {
+    /// It holds as many sendable records as asked for.
+    Full,
+    /// Nothing more is queued (for now).
+    QueueEnd,
+    /// The next record's key is in flight in another request.
+    Busy,
+    /// The read-ahead bound was reached (many superseded records).
+    ReadAhead,
 }
 
 impl Window {
@@ -33,7 +47,9 @@ impl Run<'_> {
         self.read_window_from(self.state.cursor, limit, &HashSet::new())
             .await
     }
+}
 
+impl RunCtx<'_> {
     /// Like [`Run::read_window`] from `after`, but ends just before a record whose key is
     /// in `busy` (in flight in another request: one key is never in two at once).
     pub async fn read_window_from(
@@ -45,6 +61,7 @@ impl Run<'_> {
         let mut window = Window {
             records: Vec::new(),
             superseded: Vec::new(),
+            end: WindowEnd::QueueEnd,
         };
         let mut after = after;
         let mut sendable = 0;
@@ -65,6 +82,7 @@ impl Run<'_> {
                 after = r.seq;
                 let superseded = latest.get(&r.key).is_some_and(|s| *s > r.seq);
                 if !superseded && busy.contains(&r.key) {
+                    window.end = WindowEnd::Busy;
                     return Ok(window);
                 }
                 if !superseded {
@@ -78,11 +96,16 @@ impl Run<'_> {
                 if !superseded {
                     sendable += 1;
                     if sendable == limit {
+                        window.end = WindowEnd::Full;
                         return Ok(window);
                     }
                 }
             }
-            if !full || window.records.len() >= self.eng.config.max_window {
+            if !full {
+                break;
+            }
+            if window.records.len() >= self.eng.config.max_window {
+                window.end = WindowEnd::ReadAhead;
                 break;
             }
         }

@@ -32,6 +32,11 @@ pub struct EngineConfig {
     pub retry_interval: chrono::Duration,
     /// Records read ahead to fill one batch when many are superseded.
     pub max_window: usize,
+    /// The tenant's API-call count is read again after this long (in between, a run adds
+    /// its own calls to the last reading) ...
+    pub budget_reread_interval: Duration,
+    /// ... and before every request once the count is within this share of the limit.
+    pub budget_reread_share: f64,
 }
 
 impl Default for EngineConfig {
@@ -50,6 +55,8 @@ impl Default for EngineConfig {
             org_allocation_floor: 0.1,
             retry_interval: chrono::Duration::hours(24),
             max_window: 2_000,
+            budget_reread_interval: Duration::from_secs(2),
+            budget_reread_share: 0.1,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! until the queue is empty, the run must stop, or the job halts or blocks.
 
 use super::batch::Window;
+use super::pipeline::Pipeline;
 use super::report::{RunKind, RunOutcome, RunReport};
 use super::run::{Flow, Run, Start, Stop};
 use super::send::{Fate, Sent};
@@ -9,7 +10,6 @@ use super::{retry_run, Engine, EngineConfig, EngineError, RunOptions};
 use crate::domain::*;
 use crate::ports::ErrorWrite;
 use serde_json::json;
-use std::collections::HashSet;
 
 pub(super) async fn run(
     eng: &Engine<'_>,
@@ -52,67 +52,77 @@ async fn body(run: &mut Run<'_>) -> Flow<RunOutcome> {
     if run.state.halt.is_some() {
         probe_halt(run).await?;
     }
+    let mut pipe = Pipeline::new(run.state.cursor);
+    let result = export_batches(run, &mut pipe).await;
+    pipe.drain().await;
+    result
+}
+
+/// Batch after batch with up to the run's window in flight, until the queue is empty, the
+/// run must stop, or the job halts or blocks. The caller drains what is still in flight.
+async fn export_batches<'a>(run: &mut Run<'a>, pipe: &mut Pipeline<'a>) -> Flow<RunOutcome> {
+    let cfg = run.eng.config;
+    // A planned stop (deadline, settings) met while filling: no new request, but the ones
+    // in flight finish and are applied first.
+    let mut planned: Option<Stop> = None;
     loop {
-        run.check_deadline()?;
-        if run.counts.batches > 0 {
-            run.reload_settings().await?;
-            run.renew_lease().await?;
-        }
-        // Up to `max_in_flight` batches go out together, with disjoint keys; their outcomes
-        // are applied in seq order, so the cursor only moves past final outcomes.
-        let width = run.width();
-        let batch_size = run.settings.batch_size.get();
-        let mut batches: Vec<(Window, Vec<Record>)> = Vec::new();
-        let mut busy = HashSet::new();
-        let mut after = run.state.cursor;
-        while batches.len() < width {
-            let window = run.read_window_from(after, batch_size, &busy).await?;
-            let Some(last) = window.last_seq() else {
-                break;
-            };
-            after = last;
-            let sendable = window.sendable();
-            let full = sendable.len() == batch_size;
-            busy.extend(sendable.iter().map(|r| r.key.clone()));
-            batches.push((window, sendable));
-            if !full {
-                // The queue ended, or the next record's key is in flight.
+        while planned.is_none() && pipe.may_start(run.width()) {
+            if let Err(stop) = run.check_deadline() {
+                planned = Some(stop);
                 break;
             }
-        }
-        if batches.is_empty() {
-            return Ok(RunOutcome::Completed);
-        }
-        let cfg = run.eng.config;
-        let narrow = run.state.request_failure_streak.is_some_and(|s| {
-            s.seq == run.state.cursor && s.runs >= cfg.request_failure_streak_limit
-        });
-        let shared: &Run<'_> = run;
-        let sends = batches
-            .iter()
-            .enumerate()
-            .map(|(i, (_, sendable))| async move {
-                if sendable.is_empty() {
-                    return None;
+            if pipe.started > 0 || run.counts.batches > 0 {
+                // A settings change takes effect at the next batch.
+                if let Err(stop) = run.reload_settings().await {
+                    planned = Some(stop);
+                    break;
                 }
-                Some(shared.send_records(sendable, narrow && i == 0).await)
-            });
-        let results = futures::future::join_all(sends).await;
-        for ((window, sendable), sent) in batches.iter().zip(results) {
-            let outcome = match sent {
+            }
+            let batch_size = run.settings.batch_size.get();
+            let window = run
+                .read_window_from(pipe.read_pos, batch_size, pipe.busy())
+                .await?;
+            if window.records.is_empty() {
+                pipe.note_end(window.end);
+                break;
+            }
+            // A request failure that kept repeating at the cursor is narrowed down.
+            let narrow = pipe.is_empty()
+                && pipe.read_pos == run.state.cursor
+                && run.state.request_failure_streak.is_some_and(|s| {
+                    s.seq == run.state.cursor && s.runs >= cfg.request_failure_streak_limit
+                });
+            let ctx = std::sync::Arc::clone(&run.ctx);
+            pipe.start(&ctx, window, narrow);
+        }
+        while let Some(batch) = pipe.pop_finished() {
+            let outcome = match batch.sent.flatten() {
                 None => {
-                    run.counts.superseded += window.records.len() as u64;
-                    advance(run, window.last_seq().unwrap_or(run.state.cursor));
+                    run.counts.superseded += batch.window.records.len() as u64;
+                    advance(run, batch.window.last_seq().unwrap_or(run.state.cursor));
                     run.commit(Vec::new(), Vec::new()).await?;
                     None
                 }
-                Some(sent) => apply_batch(run, window, sendable, sent).await?,
+                Some(sent) => apply_batch(run, &batch.window, &batch.sendable, sent).await?,
             };
             if let Some(outcome) = outcome {
                 // Later batches' records stay after the cursor and are sent again.
                 return Ok(outcome);
             }
         }
+        if pipe.in_flight() == 0 && pipe.is_empty() {
+            if let Some(stop) = planned {
+                return Err(stop);
+            }
+            if !pipe.may_start(run.width()) {
+                // Caught up: the last read found nothing after everything was applied.
+                return Ok(RunOutcome::Completed);
+            }
+            continue;
+        }
+        let pause = run.settings.pause_on_export_errors;
+        pipe.wait(pause, |fates| detect_block(fates, cfg).is_some())
+            .await;
     }
 }
 

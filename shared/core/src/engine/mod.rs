@@ -8,6 +8,7 @@ mod config;
 mod export_run;
 mod ops;
 mod outbox;
+mod pipeline;
 mod report;
 mod retry_run;
 mod run;

@@ -158,7 +158,7 @@ impl<'a> Operator<'a> {
             let now = self.clock.now();
             let detail = json!({"reason": "skipped", "record_key": halt.key, "seq": halt.seq, "actor": actor});
             let event = Event::for_job(EventKind::ExportJobResumed, job, now, detail);
-            let commit = Commit { state, errors: vec![ErrorWrite::Put(item.clone())], events: vec![event] };
+            let commit = Commit { state, errors: vec![ErrorWrite::Put(item.clone())], events: vec![event], ..Commit::default() };
             self.store.commit(job, &lease, now, commit).await?;
             tracing::info!(tenant = %job.tenant, job = %job.job, %actor, key = %halt.key, "halted record skipped and parked");
             Ok(item)
@@ -184,7 +184,7 @@ impl<'a> Operator<'a> {
             }
             item.status = ErrorStatus::Open;
             item.retry_attempts = 0;
-            let commit = Commit { state, errors: vec![ErrorWrite::Put(item.clone())], events: Vec::new() };
+            let commit = Commit { state, errors: vec![ErrorWrite::Put(item.clone())], events: Vec::new(), ..Commit::default() };
             self.store.commit(job, &lease, self.clock.now(), commit).await?;
             tracing::info!(tenant = %job.tenant, job = %job.job, %actor, key = %key, "parked item re-opened");
             Ok(item)

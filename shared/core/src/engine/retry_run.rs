@@ -56,8 +56,8 @@ pub(super) async fn pass(run: &mut Run<'_>, before: Timestamp) -> Flow<bool> {
     loop {
         run.check_deadline()?;
         if !first {
+            // Commits extend the lease; the settings are read again before every batch.
             run.reload_settings().await?;
-            run.renew_lease().await?;
         }
         first = false;
         let limit = run.settings.batch_size.get();

@@ -1,13 +1,19 @@
 //! What every run shares: taking the lease, the job state held in memory, the gate in
 //! front of every CRM request (budget, deadline, lease time), commits, events and the
 //! clean stop.
+//!
+//! A run is split in two: [`RunCtx`] is what requests in flight share (the ports, the
+//! lease, the counters), behind an `Arc` so they can go on while [`Run`] — the job state,
+//! only ever changed by the sequential apply side — commits earlier batches.
 
 use super::report::{RunCounts, RunKind, RunOutcome, RunReport};
 use super::{Engine, EngineError, RunOptions};
 use crate::domain::*;
 use crate::ports::{Commit, CrmClient, ErrorWrite, Lease, StoreError, UpsertRequest};
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// Why a run leaves its normal path.
@@ -38,14 +44,7 @@ pub(super) enum Start<'a> {
 }
 
 pub(super) struct Run<'a> {
-    pub eng: Engine<'a>,
-    pub job: JobRef,
-    pub def: JobDefinition,
-    pub opts: RunOptions,
-    pub kind: RunKind,
-    /// What concurrent sends share (lease, usage, send counters); never locked across an
-    /// await.
-    live: Mutex<Live>,
+    pub ctx: Arc<RunCtx<'a>>,
     pub state: JobState,
     pub settings: Settings,
     /// Key → seq of every open or parked ExportErrors item, kept current by `commit`.
@@ -54,6 +53,26 @@ pub(super) struct Run<'a> {
     pub counts: RunCounts,
     pub cursor_before: Seq,
     pub started_at: Timestamp,
+}
+
+impl<'a> Deref for Run<'a> {
+    type Target = RunCtx<'a>;
+    fn deref(&self) -> &RunCtx<'a> {
+        &self.ctx
+    }
+}
+
+/// What requests in flight share with the run that started them.
+pub(super) struct RunCtx<'a> {
+    pub eng: Engine<'a>,
+    pub job: JobRef,
+    pub def: JobDefinition,
+    pub opts: RunOptions,
+    pub kind: RunKind,
+    /// Lease, usage and send counters; never locked across an await.
+    live: Mutex<Live>,
+    /// Set while one request renews the leases, so concurrent ones do not all renew.
+    renewing: AtomicBool,
 }
 
 struct Live {
@@ -68,6 +87,32 @@ struct Live {
     api_calls: u64,
     transient_retries: u64,
     split_requests: u64,
+    /// Calls not yet added to the tenant's budget: they go with the next commit.
+    unflushed_calls: u64,
+    daily_api_limit: u64,
+    budget: Option<BudgetView>,
+}
+
+/// The tenant's API budget as last read, so that a request does not cost a store read.
+#[derive(Clone, Copy)]
+struct BudgetView {
+    /// `api_calls_last_24h` as read.
+    used: u64,
+    /// This run's calls already in the store when the read started: every call after them
+    /// is added to `used` (calls committed during the read count twice, erring high).
+    flushed_before: u64,
+    read_at: Timestamp,
+}
+
+impl Live {
+    fn budget_estimate(&self) -> Option<(u64, Timestamp)> {
+        self.budget.map(|b| {
+            (
+                b.used + self.api_calls.saturating_sub(b.flushed_before),
+                b.read_at,
+            )
+        })
+    }
 }
 
 impl<'a> Run<'a> {
@@ -172,20 +217,26 @@ impl<'a> Run<'a> {
         };
         tracing::info!(tenant = %job.tenant, job = %job.job, run_id = %opts.run_id, kind = ?kind, cursor = state.cursor, "run started");
         Ok(Start::Ready(Box::new(Run {
-            eng: *eng,
-            job: job.clone(),
-            def,
-            opts: opts.clone(),
-            kind,
-            live: Mutex::new(Live {
-                lease,
-                slots,
-                org_usage: None,
-                slowest_call: Duration::ZERO,
-                sent: 0,
-                api_calls: 0,
-                transient_retries: 0,
-                split_requests: 0,
+            ctx: Arc::new(RunCtx {
+                eng: *eng,
+                job: job.clone(),
+                def,
+                opts: opts.clone(),
+                kind,
+                live: Mutex::new(Live {
+                    lease,
+                    slots,
+                    org_usage: None,
+                    slowest_call: Duration::ZERO,
+                    sent: 0,
+                    api_calls: 0,
+                    transient_retries: 0,
+                    split_requests: 0,
+                    unflushed_calls: 0,
+                    daily_api_limit: settings.daily_api_limit,
+                    budget: None,
+                }),
+                renewing: AtomicBool::new(false),
             }),
             cursor_before: state.cursor,
             state,
@@ -194,18 +245,6 @@ impl<'a> Run<'a> {
             counts: RunCounts::default(),
             started_at,
         })))
-    }
-
-    pub fn now(&self) -> Timestamp {
-        self.eng.clock.now()
-    }
-
-    fn live(&self) -> MutexGuard<'_, Live> {
-        self.live.lock().expect("run state lock")
-    }
-
-    pub fn lease(&self) -> Lease {
-        self.live().lease.clone()
     }
 
     /// Counts so far, send side included.
@@ -220,14 +259,6 @@ impl<'a> Run<'a> {
         }
     }
 
-    pub fn count_transient_retries(&self, n: u64) {
-        self.live().transient_retries += n;
-    }
-
-    pub fn count_split_requests(&self, n: u64) {
-        self.live().split_requests += n;
-    }
-
     /// Re-reads the settings (a change takes effect at the next batch). `Disabled` when
     /// exporting was turned off meanwhile.
     pub async fn reload_settings(&mut self) -> Flow<()> {
@@ -237,7 +268,38 @@ impl<'a> Run<'a> {
         if !self.settings.export_to_crm {
             return Err(Stop::Outcome(RunOutcome::Disabled));
         }
+        self.live().daily_api_limit = self.settings.daily_api_limit;
         Ok(())
+    }
+
+    /// How many requests this run may have in flight: its slots, within the setting.
+    pub fn width(&self) -> usize {
+        self.live()
+            .slots
+            .len()
+            .min(self.settings.max_in_flight.max(1) as usize)
+    }
+}
+
+impl RunCtx<'_> {
+    pub fn now(&self) -> Timestamp {
+        self.eng.clock.now()
+    }
+
+    fn live(&self) -> MutexGuard<'_, Live> {
+        self.live.lock().expect("run state lock")
+    }
+
+    pub fn lease(&self) -> Lease {
+        self.live().lease.clone()
+    }
+
+    pub fn count_transient_retries(&self, n: u64) {
+        self.live().transient_retries += n;
+    }
+
+    pub fn count_split_requests(&self, n: u64) {
+        self.live().split_requests += n;
     }
 
     fn margin(&self) -> chrono::Duration {
@@ -284,21 +346,13 @@ impl<'a> Run<'a> {
         if kept.is_empty() {
             return Err(Stop::Outcome(RunOutcome::LeaseLost));
         }
-        // Concurrent sends may renew at once: keep the latest expiry.
+        // A commit may have extended the job lease meanwhile: keep the later expiry.
         let mut live = self.live();
         if renewed.expires_at > live.lease.expires_at {
             live.lease = renewed;
-            live.slots = kept;
         }
+        live.slots = kept;
         Ok(())
-    }
-
-    /// How many requests this run may have in flight: its slots, within the setting.
-    pub fn width(&self) -> usize {
-        self.live()
-            .slots
-            .len()
-            .min(self.settings.max_in_flight.max(1) as usize)
     }
 
     /// Time left on the shortest of the job lease and the slot leases.
@@ -316,8 +370,12 @@ impl<'a> Run<'a> {
     async fn request_timeout(&self) -> Flow<Duration> {
         let cfg = self.eng.config;
         let mut left = self.lease_time_left().saturating_sub(cfg.safety_margin);
-        if left < cfg.request_timeout {
-            self.renew_lease().await?;
+        // Commits extend the job lease; the slot leases are renewed here, once they could
+        // cut a request short. One request renews while the others go on with what is left.
+        if left < cfg.request_timeout && !self.renewing.swap(true, Ordering::SeqCst) {
+            let renewed = self.renew_lease().await;
+            self.renewing.store(false, Ordering::SeqCst);
+            renewed?;
             left = self.lease_time_left().saturating_sub(cfg.safety_margin);
         }
         let until_deadline = (self.opts.deadline - self.now())
@@ -331,14 +389,45 @@ impl<'a> Run<'a> {
         Ok(timeout)
     }
 
-    /// Refuses a request the API budget cannot pay for (SPEC §4.7).
+    /// Refuses a request the API budget cannot pay for (SPEC §4.7). The tenant's count is
+    /// read from the store at the start, then every `budget_reread_interval`, and before
+    /// every request once it comes within `budget_reread_share` of the limit; in between,
+    /// this run's own calls are added to the last reading (other runs of the tenant show
+    /// at the next read).
     async fn check_budget(&self) -> Flow<()> {
-        let used = self
-            .eng
-            .store
-            .api_calls_last_24h(&self.job.tenant, self.now())
-            .await?;
-        if used >= self.settings.daily_api_limit {
+        let cfg = self.eng.config;
+        let now = self.now();
+        let (estimate, limit, flushed) = {
+            let live = self.live();
+            (
+                live.budget_estimate(),
+                live.daily_api_limit,
+                live.api_calls - live.unflushed_calls,
+            )
+        };
+        let near = |used: u64| used as f64 >= limit as f64 * (1.0 - cfg.budget_reread_share);
+        let used = match estimate {
+            Some((used, read_at))
+                if !near(used) && now - read_at < to_chrono(cfg.budget_reread_interval) =>
+            {
+                used
+            }
+            _ => {
+                let used = self
+                    .eng
+                    .store
+                    .api_calls_last_24h(&self.job.tenant, now)
+                    .await?;
+                let mut live = self.live();
+                live.budget = Some(BudgetView {
+                    used,
+                    flushed_before: flushed,
+                    read_at: now,
+                });
+                live.budget_estimate().map_or(used, |(u, _)| u)
+            }
+        };
+        if used >= limit {
             return Err(Stop::Outcome(RunOutcome::BudgetExhausted {
                 code: "daily_api_limit".into(),
             }));
@@ -354,21 +443,29 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    async fn account(&self, api_calls: u32, usage: Option<ApiUsage>) -> Flow<()> {
-        {
-            let mut live = self.live();
-            live.api_calls += u64::from(api_calls);
-            if usage.is_some() {
-                live.org_usage = usage;
+    /// Counts a call; it reaches the tenant's budget with the next commit.
+    fn account(&self, api_calls: u32, usage: Option<ApiUsage>) {
+        let mut live = self.live();
+        live.api_calls += u64::from(api_calls);
+        live.unflushed_calls += u64::from(api_calls);
+        if usage.is_some() {
+            live.org_usage = usage;
+        }
+    }
+
+    /// Adds the calls no commit carried to the budget (a run ending without a commit).
+    async fn flush_api_calls(&self) {
+        let calls = std::mem::take(&mut self.live().unflushed_calls);
+        if calls > 0 {
+            if let Err(e) = self
+                .eng
+                .store
+                .add_api_calls(&self.job.tenant, self.now(), calls)
+                .await
+            {
+                tracing::warn!(job = %self.job, error = %e, calls, "counting the run's last API calls failed");
             }
         }
-        if api_calls > 0 {
-            self.eng
-                .store
-                .add_api_calls(&self.job.tenant, self.now(), u64::from(api_calls))
-                .await?;
-        }
-        Ok(())
     }
 
     /// One upsert call, behind the budget, deadline and lease gate.
@@ -396,7 +493,7 @@ impl<'a> Run<'a> {
             let mut live = self.live();
             live.slowest_call = live.slowest_call.max(took);
         }
-        self.account(reply.api_calls, reply.usage).await?;
+        self.account(reply.api_calls, reply.usage);
         Ok(match reply.result {
             Ok(outcomes) if outcomes.len() != records.len() => Err(RequestFailure::new(
                 RequestFailureKind::Unavailable,
@@ -416,7 +513,7 @@ impl<'a> Run<'a> {
         self.check_budget().await?;
         let timeout = self.request_timeout().await?;
         let reply = self.eng.crm.check_connection(timeout).await;
-        self.account(reply.api_calls, reply.usage).await?;
+        self.account(reply.api_calls, reply.usage);
         Ok(reply.result)
     }
 
@@ -424,20 +521,35 @@ impl<'a> Run<'a> {
         detail["run_id"] = serde_json::json!(self.opts.run_id);
         Event::for_job(kind, &self.job, self.now(), detail)
     }
+}
 
-    /// Commits the in-memory state with these item writes and events, under the lease.
+impl Run<'_> {
+    /// Commits the in-memory state with these item writes and events, under the lease;
+    /// the same write extends the lease and counts the calls made since the last commit.
     pub async fn commit(&mut self, errors: Vec<ErrorWrite>, events: Vec<Event>) -> Flow<()> {
         let now = self.now();
         self.state.last_run_at = Some(now);
+        let extension = self.eng.config.lease_duration;
+        let api_calls = std::mem::take(&mut self.live().unflushed_calls);
         let commit = Commit {
             state: self.state.clone(),
             errors: errors.clone(),
             events,
+            api_calls,
+            lease_extension: Some(extension),
         };
-        self.eng
-            .store
-            .commit(&self.job, &self.lease(), now, commit)
-            .await?;
+        let lease = self.lease();
+        if let Err(e) = self.eng.store.commit(&self.job, &lease, now, commit).await {
+            self.live().unflushed_calls += api_calls;
+            return Err(e.into());
+        }
+        {
+            let until = now + to_chrono(extension);
+            let mut live = self.live();
+            if live.lease.token == lease.token && until > live.lease.expires_at {
+                live.lease.expires_at = until;
+            }
+        }
         if let Some(o) = &self.opts.observer {
             o.batch_committed(&self.counts(), self.state.cursor);
         }
@@ -555,6 +667,8 @@ impl<'a> Run<'a> {
             };
             release_all(&self.eng, &self.job, &lease, &slots).await;
         }
+        // Calls no commit carried (the last one failed, or the lease was lost) still count.
+        self.flush_api_calls().await;
         let report = RunReport {
             run_id: self.opts.run_id.clone(),
             kind: self.kind,
@@ -577,6 +691,7 @@ impl<'a> Run<'a> {
 
     /// Gives the lease back after a store failure; nothing else can be trusted then.
     pub async fn abandon(self) {
+        self.flush_api_calls().await;
         let (lease, slots) = {
             let live = self.live();
             (live.lease.clone(), live.slots.clone())

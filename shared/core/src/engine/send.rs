@@ -1,7 +1,7 @@
 //! Sending a set of records and learning each one's fate: in-run retries of transient
 //! failures, and narrowing a request refused as a whole down to the record (SPEC §4.4–4.5).
 
-use super::run::{Flow, Run, Stop};
+use super::run::{Flow, RunCtx, Stop};
 use crate::domain::*;
 use futures_lite_box::BoxFuture;
 
@@ -27,7 +27,7 @@ mod futures_lite_box {
     pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 }
 
-impl Run<'_> {
+impl RunCtx<'_> {
     /// Sends `records` (one version per key) and returns every record's fate. With
     /// `narrow_outages` a request failing as a whole for any transient reason is narrowed
     /// down like a content refusal (it kept failing at this place for several runs).

@@ -122,12 +122,29 @@ pub enum ErrorWrite {
 }
 
 /// Everything one batch changes, committed at once and only while the lease is held.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Commit {
     pub state: JobState,
     pub errors: Vec<ErrorWrite>,
     /// Recorded in the outbox with the change; published after it.
     pub events: Vec<Event>,
+    /// CRM API calls made since the run's previous commit, added to the tenant's budget
+    /// (the hour bucket of `now`) with the change, so a batch costs no separate budget write.
+    pub api_calls: u64,
+    /// When set, the lease is extended to `now + duration` with the change: the renewal
+    /// after every batch (SPEC §4.2) without a request of its own.
+    pub lease_extension: Option<Duration>,
+}
+
+impl Commit {
+    pub fn new(state: JobState, errors: Vec<ErrorWrite>, events: Vec<Event>) -> Self {
+        Self {
+            state,
+            errors,
+            events,
+            ..Self::default()
+        }
+    }
 }
 
 /// Cursor, halt, block and streaks of each job.
@@ -135,8 +152,9 @@ pub struct Commit {
 pub trait JobStateStore: Send + Sync {
     /// The job's state (the default state for a job never run).
     async fn load_state(&self, job: &JobRef) -> Result<JobState, StoreError>;
-    /// Applies the commit atomically if `lease` is still held at `now`; else `LeaseLost`
-    /// and nothing changes.
+    /// Applies the commit atomically if `lease` is still held at `now` (state, ExportErrors
+    /// writes, events, the API-call count and the lease extension, all or none); else
+    /// `LeaseLost` and nothing changes.
     async fn commit(
         &self,
         job: &JobRef,

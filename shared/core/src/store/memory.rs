@@ -236,11 +236,14 @@ impl JobStateStore for MemoryStore {
             for w in commit.errors {
                 apply_error_write(&mut j.errors, w);
             }
-            i.tenants
-                .entry(job.tenant.clone())
-                .or_default()
-                .outbox
-                .extend(commit.events);
+            if let (Some(d), Some(l)) = (commit.lease_extension, j.lease.as_mut()) {
+                l.expires_at = now + lease_duration(d);
+            }
+            let t = i.tenants.entry(job.tenant.clone()).or_default();
+            t.outbox.extend(commit.events);
+            if commit.api_calls > 0 {
+                *t.api_calls.entry(hour_bucket(now)).or_default() += commit.api_calls;
+            }
             Ok(())
         })
     }

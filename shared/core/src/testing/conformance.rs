@@ -72,6 +72,8 @@ macro_rules! conformance_tests {
             commit_applies_state_errors_and_events,
             commit_refused_after_expiry_changes_nothing,
             commit_refused_after_takeover_or_release_changes_nothing,
+            commit_extends_the_lease_and_counts_api_calls_with_the_change,
+            refused_commit_neither_extends_the_lease_nor_counts_calls,
             error_put_creates_and_replaces,
             error_resolve_semantics,
             error_writes_apply_in_order,
@@ -311,6 +313,7 @@ fn commit_of(state: JobState, errors: Vec<ErrorWrite>, events: Vec<Event>) -> Co
         state,
         errors,
         events,
+        ..Commit::default()
     }
 }
 
@@ -1067,6 +1070,126 @@ pub async fn commit_refused_after_expiry_changes_nothing<S: StateStore + 'static
         .await
         .unwrap()
         .is_empty());
+}
+
+pub async fn commit_extends_the_lease_and_counts_api_calls_with_the_change<
+    S: StateStore + 'static,
+>(
+    store: Arc<S>,
+) {
+    let job = unique_job();
+    let lease = must_lease(&*store, &job, t0()).await;
+    let calls_before = store
+        .api_calls_last_24h(&job.tenant, at_s(50))
+        .await
+        .unwrap();
+    let commit = Commit {
+        api_calls: 7,
+        lease_extension: Some(LEASE),
+        ..commit_of(
+            JobState {
+                cursor: 5,
+                ..JobState::default()
+            },
+            Vec::new(),
+            Vec::new(),
+        )
+    };
+    store
+        .commit(&job, &lease, at_s(50), commit)
+        .await
+        .expect("the holder's commit");
+    assert_eq!(store.load_state(&job).await.unwrap().cursor, 5);
+    assert_eq!(
+        store
+            .api_calls_last_24h(&job.tenant, at_s(50))
+            .await
+            .unwrap(),
+        calls_before + 7,
+        "the commit's API calls are counted in the tenant's budget"
+    );
+    // The lease now runs until 50 s + LEASE: past its first expiry (60 s) it is still held
+    // by the same token, so nobody else takes it and the holder's commits go through.
+    assert_eq!(
+        store
+            .acquire_lease(&job, &run_id("other"), at_s(61), LEASE)
+            .await
+            .unwrap(),
+        None,
+        "an extended lease is still held after its first expiry"
+    );
+    let plain = commit_of(
+        JobState {
+            cursor: 6,
+            ..JobState::default()
+        },
+        Vec::new(),
+        Vec::new(),
+    );
+    store
+        .commit(&job, &lease, at_s(100), plain.clone())
+        .await
+        .expect("a commit within the extended lease");
+    assert_eq!(store.load_state(&job).await.unwrap().cursor, 6);
+    // Without an extension nothing moves the expiry: at 50 s + LEASE it is gone.
+    assert_eq!(
+        store.commit(&job, &lease, at_s(110), plain).await,
+        Err(StoreError::LeaseLost)
+    );
+    assert!(store
+        .acquire_lease(&job, &run_id("other"), at_s(110), LEASE)
+        .await
+        .unwrap()
+        .is_some());
+    // A commit with no calls leaves the budget alone.
+    assert_eq!(
+        store
+            .api_calls_last_24h(&job.tenant, at_s(110))
+            .await
+            .unwrap(),
+        calls_before + 7
+    );
+}
+
+pub async fn refused_commit_neither_extends_the_lease_nor_counts_calls<S: StateStore + 'static>(
+    store: Arc<S>,
+) {
+    let job = unique_job();
+    let lease = must_lease(&*store, &job, t0()).await;
+    let taker = store
+        .acquire_lease(&job, &run_id("taker"), at_s(60), LEASE)
+        .await
+        .unwrap()
+        .expect("the expired lease can be taken");
+    let late = Commit {
+        api_calls: 4,
+        lease_extension: Some(LEASE),
+        ..refused_commit(&job)
+    };
+    assert_eq!(
+        store.commit(&job, &lease, at_s(61), late).await,
+        Err(StoreError::LeaseLost)
+    );
+    assert_eq!(
+        store
+            .api_calls_last_24h(&job.tenant, at_s(61))
+            .await
+            .unwrap(),
+        0,
+        "a refused commit counts no calls"
+    );
+    assert_eq!(store.load_state(&job).await.unwrap(), JobState::default());
+    // The successor's lease is untouched: it expires when it said it would.
+    store
+        .commit(&job, &taker, at_s(119), refused_commit(&job))
+        .await
+        .expect("the successor commits within its own lease");
+    assert_eq!(
+        store
+            .commit(&job, &taker, at_s(120), refused_commit(&job))
+            .await,
+        Err(StoreError::LeaseLost)
+    );
 }
 
 pub async fn commit_refused_after_takeover_or_release_changes_nothing<S: StateStore + 'static>(

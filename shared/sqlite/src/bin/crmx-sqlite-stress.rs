@@ -140,6 +140,7 @@ async fn counter(
             state,
             errors: vec![],
             events: vec![event],
+            ..Commit::default()
         };
         store
             .commit(&job, &lease, chrono::Utc::now(), commit)
