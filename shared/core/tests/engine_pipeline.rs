@@ -103,7 +103,13 @@ async fn pause_off_logs_refusals_from_every_batch_in_flight() {
     }
     let r = w.export().await;
     assert_eq!(r.outcome, RunOutcome::Completed);
-    assert_eq!(w.items().await.len(), 3);
+    let items = w.items().await;
+    assert_eq!(items.len(), 3);
+    for item in &items {
+        // The failed version itself is kept, to be retried.
+        assert_eq!(item.fields[EXT], item.key.as_str(), "{item:?}");
+        assert!(item.fields.contains_key("_v"), "{item:?}");
+    }
     assert_eq!(w.state().await.cursor, 100);
 }
 

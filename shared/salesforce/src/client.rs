@@ -402,26 +402,46 @@ struct Reply {
 }
 
 /// `{"allOrNone":false,"records":[{"attributes":{"type":object}, ...fields}]}`.
+/// The sObject Collections body, written straight from the request's records (no copy
+/// of their values): `{"allOrNone":false,"records":[{"attributes":{"type":…},…},…]}`.
 fn upsert_body(request: &UpsertRequest) -> Vec<u8> {
-    let records: Vec<serde_json::Value> = request
-        .records
-        .iter()
-        .map(|fields| {
-            let mut record = serde_json::Map::with_capacity(fields.len() + 1);
-            record.insert(
-                "attributes".into(),
-                serde_json::json!({ "type": request.object }),
-            );
-            for (k, v) in fields {
-                if k != "attributes" {
-                    record.insert(k.clone(), v.clone());
-                }
+    use serde::ser::{SerializeMap, Serializer};
+    struct Attributes<'a>(&'a str);
+    impl serde::Serialize for Attributes<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut m = s.serialize_map(Some(1))?;
+            m.serialize_entry("type", self.0)?;
+            m.end()
+        }
+    }
+    struct Record<'a>(&'a str, &'a serde_json::Map<String, serde_json::Value>);
+    impl serde::Serialize for Record<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut m = s.serialize_map(None)?;
+            m.serialize_entry("attributes", &Attributes(self.0))?;
+            for (k, v) in self.1.iter().filter(|(k, _)| *k != "attributes") {
+                m.serialize_entry(k, v)?;
             }
-            serde_json::Value::Object(record)
-        })
-        .collect();
-    serde_json::to_vec(&serde_json::json!({ "allOrNone": false, "records": records }))
-        .expect("a JSON value always serialises")
+            m.end()
+        }
+    }
+    struct Records<'a>(&'a UpsertRequest);
+    impl serde::Serialize for Records<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_seq(self.0.records.iter().map(|r| Record(&self.0.object, r)))
+        }
+    }
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Body<'a> {
+        all_or_none: bool,
+        records: Records<'a>,
+    }
+    serde_json::to_vec(&Body {
+        all_or_none: false,
+        records: Records(request),
+    })
+    .expect("a JSON map with string keys always serialises")
 }
 
 #[derive(Deserialize)]

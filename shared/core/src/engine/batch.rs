@@ -35,6 +35,24 @@ impl Window {
             .map(|(r, _)| r.clone())
             .collect()
     }
+    /// Moves the sendable records out, leaving their seq and key in place (what applying
+    /// the batch's outcome needs of them), so a batch's records are not copied.
+    pub fn take_sendable(&mut self) -> Vec<Record> {
+        self.records
+            .iter_mut()
+            .zip(&self.superseded)
+            .filter(|(_, s)| !**s)
+            .map(|(r, _)| {
+                let stub = Record {
+                    seq: r.seq,
+                    key: r.key.clone(),
+                    fields: Default::default(),
+                    enqueued_at: r.enqueued_at,
+                };
+                std::mem::replace(r, stub)
+            })
+            .collect()
+    }
     pub fn last_seq(&self) -> Option<Seq> {
         self.records.last().map(|r| r.seq)
     }

@@ -297,14 +297,18 @@ async fn apply_batch(
     let mut events = Vec::new();
     let mut halt_on: Option<(&Record, RecordError)> = None;
     let mut transient_at: Option<Seq> = None;
-    for (rec, superseded) in window.records.iter().zip(&window.superseded) {
+    // The window keeps only the seq and key of what it sent; the records themselves (with
+    // their fields, for ExportErrors items) are `sendable`, in the same order.
+    let mut sent_records = sendable.iter();
+    for (entry, superseded) in window.records.iter().zip(&window.superseded) {
         if *superseded {
             if !stopped {
                 run.counts.superseded += 1;
-                cursor = rec.seq;
+                cursor = entry.seq;
             }
             continue;
         }
+        let rec = sent_records.next().unwrap_or(entry);
         match fate_of.get(&rec.seq).copied().unwrap_or(&Fate::Unknown) {
             Fate::Accepted => {
                 run.counts.accepted += 1;

@@ -86,7 +86,7 @@ impl<'a> Pipeline<'a> {
     /// Queues a window read after `read_pos`; its sendable records go out at once (through
     /// `ctx`, so the request goes on while earlier batches are applied). A batch that is
     /// narrowed down goes alone: the next starts once it is applied.
-    pub fn start(&mut self, ctx: &Arc<RunCtx<'a>>, window: Window, narrow: bool) {
+    pub fn start(&mut self, ctx: &Arc<RunCtx<'a>>, mut window: Window, narrow: bool) {
         let index = self.head + self.queue.len() as u64;
         if let Some(last) = window.last_seq() {
             self.read_pos = last;
@@ -96,7 +96,7 @@ impl<'a> Pipeline<'a> {
             end => Some(end),
         };
         self.started += 1;
-        let sendable = window.sendable();
+        let sendable = window.take_sendable();
         if sendable.is_empty() {
             self.queue.push_back(Batch {
                 window,
