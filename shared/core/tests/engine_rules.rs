@@ -734,6 +734,49 @@ async fn s4_7_calls_of_the_tenants_other_runs_count_once_the_budget_is_near_its_
     );
 }
 
+/// Far from the limit the count is read again every `budget_reread_calls` calls, so the
+/// tenant's other runs are seen without a read before every request.
+#[tokio::test]
+async fn s4_7_the_budget_is_read_again_every_fifty_calls() {
+    use common::crash::{CrashStore, Hook};
+    let w = World::new().await;
+    w.settings(|s| {
+        s.batch_size = BatchSize::new(25).unwrap();
+        s.daily_api_limit = 1000;
+    })
+    .await;
+    w.store
+        .add_api_calls(&w.job.tenant, w.now(), 100)
+        .await
+        .unwrap();
+    w.put_n("k", 2000).await;
+    let hook: Hook<'_> = Box::new(|| {
+        Box::pin(async {
+            w.store
+                .add_api_calls(&w.job.tenant, w.now(), 850)
+                .await
+                .unwrap();
+        })
+    });
+    let store = CrashStore::stalling(&w.store, 30, hook);
+    let engine = crm_export_core::engine::Engine::new(
+        &store,
+        &w.crm,
+        &w.events,
+        w.clock.as_ref(),
+        &w.config,
+    );
+    let r = engine.run_export(&w.job, &w.opts()).await.unwrap();
+    assert!(
+        matches!(r.outcome, RunOutcome::BudgetExhausted { .. }),
+        "{:?}",
+        r.outcome
+    );
+    // Read at the start (100) and after 50 calls (100 + 850 + 50): the limit. Counting
+    // only its own calls, the run would have gone on to 800.
+    assert_eq!(w.crm.call_count(), 50);
+}
+
 #[tokio::test]
 async fn s4_7_the_run_stops_when_the_org_reports_less_than_ten_percent_left() {
     let w = World::new().await;

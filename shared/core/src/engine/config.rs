@@ -32,8 +32,10 @@ pub struct EngineConfig {
     pub retry_interval: chrono::Duration,
     /// Records read ahead to fill one batch when many are superseded.
     pub max_window: usize,
-    /// The tenant's API-call count is read again after this long (in between, a run adds
-    /// its own calls to the last reading) ...
+    /// The tenant's API-call count is read again after this many calls of the run (in
+    /// between, a run adds its own calls to the last reading) ...
+    pub budget_reread_calls: u64,
+    /// ... or after this long ...
     pub budget_reread_interval: Duration,
     /// ... and before every request once the count is within this share of the limit.
     pub budget_reread_share: f64,
@@ -55,7 +57,8 @@ impl Default for EngineConfig {
             org_allocation_floor: 0.1,
             retry_interval: chrono::Duration::hours(24),
             max_window: 2_000,
-            budget_reread_interval: Duration::from_secs(2),
+            budget_reread_calls: 50,
+            budget_reread_interval: Duration::from_secs(30),
             budget_reread_share: 0.1,
         }
     }

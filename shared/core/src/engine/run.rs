@@ -73,6 +73,8 @@ pub(super) struct RunCtx<'a> {
     live: Mutex<Live>,
     /// Set while one request renews the leases, so concurrent ones do not all renew.
     renewing: AtomicBool,
+    /// Held while the budget is read, so requests going out together read it once.
+    budget_read: tokio::sync::Mutex<()>,
 }
 
 struct Live {
@@ -91,6 +93,8 @@ struct Live {
     unflushed_calls: u64,
     daily_api_limit: u64,
     budget: Option<BudgetView>,
+    /// Readings taken so far.
+    budget_reads: u64,
 }
 
 /// The tenant's API budget as last read, so that a request does not cost a store read.
@@ -101,16 +105,24 @@ struct BudgetView {
     /// This run's calls already in the store when the read started: every call after them
     /// is added to `used` (calls committed during the read count twice, erring high).
     flushed_before: u64,
+    /// This run's calls at the read, to re-read after `budget_reread_calls` more.
+    calls_at_read: u64,
     read_at: Timestamp,
 }
 
+/// The budget as this run sees it: the estimated count, and how stale the reading is.
+struct BudgetEstimate {
+    used: u64,
+    read_at: Timestamp,
+    calls_since_read: u64,
+}
+
 impl Live {
-    fn budget_estimate(&self) -> Option<(u64, Timestamp)> {
-        self.budget.map(|b| {
-            (
-                b.used + self.api_calls.saturating_sub(b.flushed_before),
-                b.read_at,
-            )
+    fn budget_estimate(&self) -> Option<BudgetEstimate> {
+        self.budget.map(|b| BudgetEstimate {
+            used: b.used + self.api_calls.saturating_sub(b.flushed_before),
+            read_at: b.read_at,
+            calls_since_read: self.api_calls.saturating_sub(b.calls_at_read),
         })
     }
 }
@@ -235,8 +247,10 @@ impl<'a> Run<'a> {
                     unflushed_calls: 0,
                     daily_api_limit: settings.daily_api_limit,
                     budget: None,
+                    budget_reads: 0,
                 }),
                 renewing: AtomicBool::new(false),
+                budget_read: tokio::sync::Mutex::new(()),
             }),
             cursor_before: state.cursor,
             state,
@@ -390,42 +404,27 @@ impl RunCtx<'_> {
     }
 
     /// Refuses a request the API budget cannot pay for (SPEC §4.7). The tenant's count is
-    /// read from the store at the start, then every `budget_reread_interval`, and before
-    /// every request once it comes within `budget_reread_share` of the limit; in between,
-    /// this run's own calls are added to the last reading (other runs of the tenant show
-    /// at the next read).
+    /// read from the store at the start, again after `budget_reread_calls` calls of this
+    /// run or `budget_reread_interval`, and before every request once it comes within
+    /// `budget_reread_share` of the limit; in between, this run's own calls are added to
+    /// the last reading (other runs of the tenant show at the next read).
     async fn check_budget(&self) -> Flow<()> {
         let cfg = self.eng.config;
         let now = self.now();
-        let (estimate, limit, flushed) = {
-            let live = self.live();
-            (
-                live.budget_estimate(),
-                live.daily_api_limit,
-                live.api_calls - live.unflushed_calls,
-            )
-        };
+        let limit = self.live().daily_api_limit;
         let near = |used: u64| used as f64 >= limit as f64 * (1.0 - cfg.budget_reread_share);
+        let fresh = |e: &BudgetEstimate| {
+            !near(e.used)
+                && e.calls_since_read < cfg.budget_reread_calls
+                && now - e.read_at < to_chrono(cfg.budget_reread_interval)
+        };
+        let (estimate, reads) = {
+            let live = self.live();
+            (live.budget_estimate(), live.budget_reads)
+        };
         let used = match estimate {
-            Some((used, read_at))
-                if !near(used) && now - read_at < to_chrono(cfg.budget_reread_interval) =>
-            {
-                used
-            }
-            _ => {
-                let used = self
-                    .eng
-                    .store
-                    .api_calls_last_24h(&self.job.tenant, now)
-                    .await?;
-                let mut live = self.live();
-                live.budget = Some(BudgetView {
-                    used,
-                    flushed_before: flushed,
-                    read_at: now,
-                });
-                live.budget_estimate().map_or(used, |(u, _)| u)
-            }
+            Some(e) if fresh(&e) => e.used,
+            _ => self.read_budget(reads, near).await?,
         };
         if used >= limit {
             return Err(Stop::Outcome(RunOutcome::BudgetExhausted {
@@ -441,6 +440,40 @@ impl RunCtx<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Reads the tenant's count, once for requests going out together: one that waited
+    /// while another read it (`reads` is the number of reads it saw) uses that reading,
+    /// unless the count is near the limit, where every request reads.
+    async fn read_budget(&self, reads: u64, near: impl Fn(u64) -> bool) -> Flow<u64> {
+        let _reading = self.budget_read.lock().await;
+        let (estimate, read_meanwhile, total, flushed) = {
+            let live = self.live();
+            (
+                live.budget_estimate(),
+                live.budget_reads != reads,
+                live.api_calls,
+                live.api_calls - live.unflushed_calls,
+            )
+        };
+        if let Some(e) = estimate.filter(|e| read_meanwhile && !near(e.used)) {
+            return Ok(e.used);
+        }
+        let now = self.now();
+        let used = self
+            .eng
+            .store
+            .api_calls_last_24h(&self.job.tenant, now)
+            .await?;
+        let mut live = self.live();
+        live.budget_reads += 1;
+        live.budget = Some(BudgetView {
+            used,
+            flushed_before: flushed,
+            calls_at_read: total,
+            read_at: now,
+        });
+        Ok(live.budget_estimate().map_or(used, |e| e.used))
     }
 
     /// Counts a call; it reaches the tenant's budget with the next commit.
