@@ -184,13 +184,18 @@ async fn export_function_exports_the_demo_contacts() {
         .unwrap();
 
     let mut f = LambdaProcess::start(&binary("export"), "export", &aws.function_env()).await;
-    f.wait_ready(Duration::from_secs(30)).await;
+    let init = f.wait_ready(Duration::from_secs(30)).await;
     let event = command_event(
         "ExportRequested",
         json!({"tenant_id": "coral", "job_id": "contacts"}),
         chrono::Utc::now(),
     );
+    let invoked = std::time::Instant::now();
     let report = f.invoke(&event, BUDGET).await.ok();
+    eprintln!(
+        "export function on the demo contacts: init {init:?}, first invocation {:?} (moto and the simulator included)",
+        invoked.elapsed()
+    );
     let peak = f.peak_rss_kib();
     f.stop().await;
     assert_eq!(report["outcome"]["outcome"], "completed", "{report}");
