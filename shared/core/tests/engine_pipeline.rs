@@ -348,3 +348,29 @@ async fn a_stopping_run_waits_for_its_requests_before_giving_the_lease_back() {
     assert_eq!(w.state().await.cursor, 3);
     w.assert_crm_clean();
 }
+
+/// A run takes the tenant's slots as its window fills, not its whole share up front: a
+/// run with little to send writes few leases.
+#[tokio::test]
+async fn a_run_takes_only_the_slots_it_fills() {
+    for (records, slots) in [(10, 1), (60, 3), (400, 8)] {
+        let mut w = pipelined(8).await;
+        w.put_n("k", records).await;
+        w.crm.set_latency(Duration::from_millis(150));
+        let store = crm_export_core::store::CountingStore::new(std::mem::take(&mut w.store));
+        let engine = Engine::new(&store, &w.crm, &w.events, w.clock.as_ref(), &w.config);
+        let r = engine.run_export(&w.job, &w.opts()).await.unwrap();
+        let calls = store.snapshot();
+        w.store = store.into_inner();
+        assert_eq!(r.outcome, RunOutcome::Completed);
+        use crm_export_core::store::StoreOp::*;
+        assert_eq!(calls.get(AcquireLease), 1 + slots, "{records} records");
+        assert_eq!(calls.get(ReleaseLease), 1 + slots, "{records} records");
+        assert_eq!(
+            w.crm.max_concurrent_calls(),
+            slots as u32,
+            "{records} records"
+        );
+        assert_eq!(w.state().await.cursor, records as u64);
+    }
+}

@@ -66,7 +66,14 @@ async fn export_batches<'a>(run: &mut Run<'a>, pipe: &mut Pipeline<'a>) -> Flow<
     // in flight finish and are applied first.
     let mut planned: Option<Stop> = None;
     loop {
-        while planned.is_none() && pipe.may_start(run.width()) {
+        while planned.is_none() {
+            if !pipe.may_start(run.width()) {
+                // Every slot this run holds is busy: take another while its share allows.
+                if pipe.may_start(run.width() + 1) && run.grow_slots().await? {
+                    continue;
+                }
+                break;
+            }
             if let Err(stop) = run.check_deadline() {
                 planned = Some(stop);
                 break;

@@ -95,6 +95,12 @@ struct Live {
     budget: Option<BudgetView>,
     /// Readings taken so far.
     budget_reads: u64,
+    /// The most slots this run may hold (its fair share of the tenant's window) ...
+    slot_share: u32,
+    /// ... among the tenant's `slot_window` slots; `next_slot` is the first one this run
+    /// has not tried yet (each is tried once per run).
+    slot_window: u32,
+    next_slot: u32,
 }
 
 /// The tenant's API budget as last read, so that a request does not cost a store read.
@@ -186,23 +192,17 @@ impl<'a> Run<'a> {
                 return Err(e.into());
             }
         };
+        // One slot to begin with; the pipeline takes more as it fills (`grow_slots`), so a
+        // run with little to send does not take (and write) the whole share.
         let mut slots = Vec::new();
+        let mut next_slot = window;
         for i in 0..window {
-            if slots.len() as u32 == share {
-                break;
-            }
-            let slot = JobRef::new(job.tenant.clone(), JobId::tenant_slot(i));
-            match eng
-                .store
-                .acquire_lease(
-                    &slot,
-                    &opts.run_id,
-                    eng.clock.now(),
-                    eng.config.lease_duration,
-                )
-                .await
-            {
-                Ok(Some(l)) => slots.push((slot, l)),
+            match take_slot(eng, job, &opts.run_id, i).await {
+                Ok(Some(taken)) => {
+                    slots.push(taken);
+                    next_slot = i + 1;
+                    break;
+                }
                 Ok(None) => {}
                 Err(e) => {
                     release_all(eng, job, &lease, &slots).await;
@@ -248,6 +248,9 @@ impl<'a> Run<'a> {
                     daily_api_limit: settings.daily_api_limit,
                     budget: None,
                     budget_reads: 0,
+                    slot_share: share,
+                    slot_window: window,
+                    next_slot,
                 }),
                 renewing: AtomicBool::new(false),
                 budget_read: tokio::sync::Mutex::new(()),
@@ -293,6 +296,44 @@ impl<'a> Run<'a> {
             .len()
             .min(self.settings.max_in_flight.max(1) as usize)
     }
+
+    /// Takes one more of the tenant's request slots if the run's share and the setting
+    /// allow it and one is free; true when the window grew.
+    pub async fn grow_slots(&self) -> Flow<bool> {
+        let (mut next, end, room) = {
+            let live = self.live();
+            let cap = live.slot_share.min(self.settings.max_in_flight.max(1)) as usize;
+            (live.next_slot, live.slot_window, live.slots.len() < cap)
+        };
+        if !room {
+            return Ok(false);
+        }
+        while next < end {
+            let taken = take_slot(&self.eng, &self.job, &self.opts.run_id, next).await?;
+            next += 1;
+            self.live().next_slot = next;
+            if let Some(taken) = taken {
+                self.live().slots.push(taken);
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// Tries to take the tenant's request slot `index`.
+async fn take_slot(
+    eng: &Engine<'_>,
+    job: &JobRef,
+    owner: &RunId,
+    index: u32,
+) -> Result<Option<(JobRef, Lease)>, StoreError> {
+    let slot = JobRef::new(job.tenant.clone(), JobId::tenant_slot(index));
+    let lease = eng
+        .store
+        .acquire_lease(&slot, owner, eng.clock.now(), eng.config.lease_duration)
+        .await?;
+    Ok(lease.map(|l| (slot, l)))
 }
 
 impl RunCtx<'_> {
