@@ -243,7 +243,7 @@ pub struct SettingsSetArgs {
     /// Failed retry runs after which an ExportErrors item is parked
     #[arg(long)]
     pub max_retry_attempts: Option<u32>,
-    /// CRM requests the tenant keeps in flight at once, all jobs together
+    /// CRM requests the tenant keeps in flight at once, all jobs together: 1 to 10 (default 8)
     #[arg(long)]
     pub max_in_flight: Option<u32>,
     /// Accept that turning pause off can leave the CRM inconsistent with the source

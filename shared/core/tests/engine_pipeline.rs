@@ -374,3 +374,114 @@ async fn a_run_takes_only_the_slots_it_fills() {
         assert_eq!(w.state().await.cursor, records as u64);
     }
 }
+
+/// With several requests out, the budget counts the ones in flight too: near the limit
+/// they cannot all pass the check on the same count.
+#[tokio::test]
+async fn requests_in_flight_count_against_the_daily_limit() {
+    let w = pipelined(8).await;
+    w.settings(|s| s.daily_api_limit = 1000).await;
+    w.store
+        .add_api_calls(&w.job.tenant, w.now(), 997)
+        .await
+        .unwrap();
+    w.put_n("k", 1000).await;
+    w.crm.set_latency(Duration::from_millis(150));
+    let r = w.export().await;
+    assert!(
+        matches!(r.outcome, RunOutcome::BudgetExhausted { .. }),
+        "{:?}",
+        r.outcome
+    );
+    assert_eq!(w.crm.call_count(), 3);
+    assert_eq!(
+        w.store
+            .api_calls_last_24h(&w.job.tenant, w.now())
+            .await
+            .unwrap(),
+        1000
+    );
+}
+
+/// Several jobs of one tenant spending one budget at once: each reads the count again
+/// after a share of what was left, and near the limit before every request, so together
+/// they pass it by at most the calls in flight across the tenant.
+#[tokio::test]
+async fn jobs_sharing_a_budget_stop_close_to_its_limit() {
+    let w = pipelined(8).await;
+    w.settings(|s| s.daily_api_limit = 1000).await;
+    w.store
+        .add_api_calls(&w.job.tenant, w.now(), 820)
+        .await
+        .unwrap();
+    let mut def = w
+        .store
+        .get_job(&w.job.tenant, &w.job.job)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut jobs = vec![w.job.clone()];
+    for name in ["b", "c", "d"] {
+        let other = JobRef::new(w.job.tenant.clone(), JobId::new(name).unwrap());
+        def.job_id = other.job.clone();
+        w.store.put_job(&w.job.tenant, def.clone()).await.unwrap();
+        jobs.push(other);
+    }
+    for job in &jobs {
+        for i in 0..2000 {
+            let fields = serde_json::json!({EXT: format!("{}{i:04}", job.job), "_v": i});
+            let rec = NewRecord {
+                key: key(&format!("{}{i:04}", job.job)),
+                fields: fields.as_object().unwrap().clone(),
+            };
+            w.store.enqueue(job, vec![rec], w.now()).await.unwrap();
+        }
+    }
+    w.crm.set_latency(Duration::from_millis(100));
+    let engine = w.engine();
+    let runs = jobs.iter().map(|j| {
+        let opts = w.opts();
+        async move { engine.run_export(j, &opts).await.unwrap() }
+    });
+    let reports = futures::future::join_all(runs).await;
+    for r in &reports {
+        assert!(
+            matches!(r.outcome, RunOutcome::BudgetExhausted { .. }),
+            "{:?}",
+            r.outcome
+        );
+    }
+    let total = w
+        .store
+        .api_calls_last_24h(&w.job.tenant, w.now())
+        .await
+        .unwrap();
+    assert_eq!(total, 820 + u64::from(w.crm.call_count()));
+    assert!(
+        (1000..=1008).contains(&total),
+        "{total} calls counted against a limit of 1000"
+    );
+}
+
+/// Two spellings of a key are never in flight together, even in a job that treats them
+/// as two keys: where the CRM's field is case-insensitive after all, they are one record,
+/// and the later version must land last.
+#[tokio::test]
+async fn spellings_of_one_key_are_never_in_flight_together() {
+    let mut w = pipelined(4).await;
+    w.crm = FakeCrm::with_clock(w.clock.clone()).case_insensitive();
+    for round in 0..4 {
+        for i in 0..25 {
+            let k = format!("cs{i:04}");
+            w.put(&if round % 2 == 0 { k } else { k.to_uppercase() })
+                .await;
+        }
+    }
+    let r = w.export().await;
+    assert_eq!(r.outcome, RunOutcome::Completed);
+    w.assert_crm_clean();
+    for i in 0..25 {
+        let stored = w.crm.record(&format!("cs{i:04}")).unwrap();
+        assert_eq!(stored.fields["_v"], 76 + i, "cs{i:04}");
+    }
+}

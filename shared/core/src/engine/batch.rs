@@ -13,6 +13,27 @@ pub(super) struct Window {
     pub end: WindowEnd,
 }
 
+/// Keys in flight, compared without case: two spellings of one key are never in flight
+/// together, even in a job that treats them as two keys (if the CRM's external-id field
+/// is case-insensitive after all, the two requests would race for one record).
+#[derive(Default)]
+pub(super) struct BusyKeys(HashSet<String>);
+
+impl BusyKeys {
+    fn fold(key: &RecordKey) -> String {
+        key.as_str().to_lowercase()
+    }
+    pub fn insert(&mut self, key: &RecordKey) {
+        self.0.insert(Self::fold(key));
+    }
+    pub fn remove(&mut self, key: &RecordKey) {
+        self.0.remove(&Self::fold(key));
+    }
+    pub fn contains(&self, key: &RecordKey) -> bool {
+        !self.0.is_empty() && self.0.contains(&Self::fold(key))
+    }
+}
+
 /// Why a window ends where it does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum WindowEnd {
@@ -62,7 +83,7 @@ impl Run<'_> {
     /// Reads records after the cursor until `limit` sendable ones are found, the queue
     /// ends, or the read-ahead bound is reached.
     pub async fn read_window(&self, limit: usize) -> Flow<Window> {
-        self.read_window_from(self.state.cursor, limit, &HashSet::new())
+        self.read_window_from(self.state.cursor, limit, &BusyKeys::default())
             .await
     }
 }
@@ -74,7 +95,7 @@ impl RunCtx<'_> {
         &self,
         after: Seq,
         limit: usize,
-        busy: &HashSet<RecordKey>,
+        busy: &BusyKeys,
     ) -> Flow<Window> {
         let mut window = Window {
             records: Vec::new(),

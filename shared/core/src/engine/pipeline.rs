@@ -3,12 +3,12 @@
 //! the cursor only moves past final outcomes (SPEC §4.4–4.6). One key is never in two
 //! requests at once: a window ends before a record whose key is in flight.
 
-use super::batch::{Window, WindowEnd};
+use super::batch::{BusyKeys, Window, WindowEnd};
 use super::run::RunCtx;
 use super::send::{Fate, Sent};
-use crate::domain::{Record, RecordKey, RejectKind, Seq};
+use crate::domain::{Record, RejectKind, Seq};
 use futures::stream::{FuturesUnordered, StreamExt};
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -31,7 +31,7 @@ pub(super) struct Pipeline<'a> {
     queue: VecDeque<Batch>,
     head: u64,
     in_flight: FuturesUnordered<InFlight<'a>>,
-    busy: HashSet<RecordKey>,
+    busy: BusyKeys,
     /// The last seq read: the next window starts after it.
     pub read_pos: Seq,
     /// Why the last read ended: at the queue's end nothing more is read in this run; cut
@@ -49,7 +49,7 @@ impl<'a> Pipeline<'a> {
             queue: VecDeque::new(),
             head: 0,
             in_flight: FuturesUnordered::new(),
-            busy: HashSet::new(),
+            busy: BusyKeys::default(),
             read_pos: cursor,
             last_end: None,
             hold_until: None,
@@ -57,7 +57,7 @@ impl<'a> Pipeline<'a> {
         }
     }
 
-    pub fn busy(&self) -> &HashSet<RecordKey> {
+    pub fn busy(&self) -> &BusyKeys {
         &self.busy
     }
 
@@ -108,7 +108,9 @@ impl<'a> Pipeline<'a> {
         if narrow {
             self.hold_until = Some(index);
         }
-        self.busy.extend(sendable.iter().map(|r| r.key.clone()));
+        for r in &sendable {
+            self.busy.insert(&r.key);
+        }
         let ctx = Arc::clone(ctx);
         self.in_flight.push(Box::pin(async move {
             let sent = ctx.send_records(&sendable, narrow).await;

@@ -92,6 +92,10 @@ struct Live {
     /// Calls not yet added to the tenant's budget: they go with the next commit.
     unflushed_calls: u64,
     daily_api_limit: u64,
+    /// The tenant's `max_in_flight`: how many requests its runs can have out together.
+    tenant_window: u64,
+    /// Requests that passed the budget check and are not answered yet: they count.
+    reserved: u64,
     budget: Option<BudgetView>,
     /// Readings taken so far.
     budget_reads: u64,
@@ -113,6 +117,10 @@ struct BudgetView {
     flushed_before: u64,
     /// This run's calls at the read, to re-read after `budget_reread_calls` more.
     calls_at_read: u64,
+    /// What was left of the limit at the read: the run reads again after a share of it
+    /// (split over the tenant's window), so the tenant's runs together cannot spend it
+    /// all between two reads.
+    headroom: u64,
     read_at: Timestamp,
 }
 
@@ -121,6 +129,7 @@ struct BudgetEstimate {
     used: u64,
     read_at: Timestamp,
     calls_since_read: u64,
+    headroom: u64,
 }
 
 impl Live {
@@ -129,6 +138,7 @@ impl Live {
             used: b.used + self.api_calls.saturating_sub(b.flushed_before),
             read_at: b.read_at,
             calls_since_read: self.api_calls.saturating_sub(b.calls_at_read),
+            headroom: b.headroom,
         })
     }
 }
@@ -246,6 +256,8 @@ impl<'a> Run<'a> {
                     split_requests: 0,
                     unflushed_calls: 0,
                     daily_api_limit: settings.daily_api_limit,
+                    tenant_window: u64::from(settings.max_in_flight.max(1)),
+                    reserved: 0,
                     budget: None,
                     budget_reads: 0,
                     slot_share: share,
@@ -285,7 +297,9 @@ impl<'a> Run<'a> {
         if !self.settings.export_to_crm {
             return Err(Stop::Outcome(RunOutcome::Disabled));
         }
-        self.live().daily_api_limit = self.settings.daily_api_limit;
+        let mut live = self.live();
+        live.daily_api_limit = self.settings.daily_api_limit;
+        live.tenant_window = u64::from(self.settings.max_in_flight.max(1));
         Ok(())
     }
 
@@ -319,6 +333,11 @@ impl<'a> Run<'a> {
         }
         Ok(false)
     }
+}
+
+/// Whether a count is within `share` of the limit, where every request reads it again.
+fn near_limit(limit: u64, share: f64) -> impl Fn(u64) -> bool {
+    move |used| used as f64 >= limit as f64 * (1.0 - share)
 }
 
 /// Tries to take the tenant's request slot `index`.
@@ -444,49 +463,62 @@ impl RunCtx<'_> {
         Ok(timeout)
     }
 
-    /// Refuses a request the API budget cannot pay for (SPEC §4.7). The tenant's count is
-    /// read from the store at the start, again after `budget_reread_calls` calls of this
-    /// run or `budget_reread_interval`, and before every request once it comes within
-    /// `budget_reread_share` of the limit; in between, this run's own calls are added to
-    /// the last reading (other runs of the tenant show at the next read).
+    /// Refuses a request the API budget cannot pay for (SPEC §4.7), and otherwise counts
+    /// it as reserved until its answer is accounted. The tenant's count is read from the
+    /// store at the start and again after `budget_reread_calls` calls of this run, after
+    /// `budget_reread_interval`, after 1/`max_in_flight` of what was left at the last read
+    /// (so the tenant's runs together cannot spend it all between two reads), and before
+    /// every request once within `budget_reread_share` of the limit; in between, this
+    /// run's own calls, answered or in flight, are added to the last reading.
     async fn check_budget(&self) -> Flow<()> {
         let cfg = self.eng.config;
         let now = self.now();
-        let limit = self.live().daily_api_limit;
-        let near = |used: u64| used as f64 >= limit as f64 * (1.0 - cfg.budget_reread_share);
+        let (limit, window) = {
+            let live = self.live();
+            (live.daily_api_limit, live.tenant_window)
+        };
+        let near = near_limit(limit, cfg.budget_reread_share);
         let fresh = |e: &BudgetEstimate| {
             !near(e.used)
-                && e.calls_since_read < cfg.budget_reread_calls
+                && e.calls_since_read < cfg.budget_reread_calls.min((e.headroom / window).max(1))
                 && now - e.read_at < to_chrono(cfg.budget_reread_interval)
         };
         let (estimate, reads) = {
             let live = self.live();
             (live.budget_estimate(), live.budget_reads)
         };
-        let used = match estimate {
-            Some(e) if fresh(&e) => e.used,
-            _ => self.read_budget(reads, near).await?,
-        };
-        if used >= limit {
-            return Err(Stop::Outcome(RunOutcome::BudgetExhausted {
-                code: "daily_api_limit".into(),
-            }));
+        if !estimate.as_ref().is_some_and(fresh) {
+            self.read_budget(reads, &near).await?;
         }
-        let usage = self.live().org_usage;
-        if let Some(u) = usage {
+        if let Some(u) = self.live().org_usage {
             if u.below(self.eng.config.org_allocation_floor) {
                 return Err(Stop::Outcome(RunOutcome::BudgetExhausted {
                     code: "org_allocation_low".into(),
                 }));
             }
         }
+        // Decided under the lock, with the requests already out: the run's concurrent
+        // requests cannot all pass on the same count.
+        let mut live = self.live();
+        let used = live.budget_estimate().map_or(0, |e| e.used) + live.reserved;
+        if used >= limit {
+            return Err(Stop::Outcome(RunOutcome::BudgetExhausted {
+                code: "daily_api_limit".into(),
+            }));
+        }
+        live.reserved += 1;
         Ok(())
+    }
+
+    fn unreserve(&self) {
+        let mut live = self.live();
+        live.reserved = live.reserved.saturating_sub(1);
     }
 
     /// Reads the tenant's count, once for requests going out together: one that waited
     /// while another read it (`reads` is the number of reads it saw) uses that reading,
     /// unless the count is near the limit, where every request reads.
-    async fn read_budget(&self, reads: u64, near: impl Fn(u64) -> bool) -> Flow<u64> {
+    async fn read_budget(&self, reads: u64, near: &impl Fn(u64) -> bool) -> Flow<u64> {
         let _reading = self.budget_read.lock().await;
         let (estimate, read_meanwhile, total, flushed) = {
             let live = self.live();
@@ -512,18 +544,28 @@ impl RunCtx<'_> {
             used,
             flushed_before: flushed,
             calls_at_read: total,
+            headroom: live.daily_api_limit.saturating_sub(used + live.reserved),
             read_at: now,
         });
         Ok(live.budget_estimate().map_or(used, |e| e.used))
     }
 
-    /// Counts a call; it reaches the tenant's budget with the next commit.
-    fn account(&self, api_calls: u32, usage: Option<ApiUsage>) {
-        let mut live = self.live();
-        live.api_calls += u64::from(api_calls);
-        live.unflushed_calls += u64::from(api_calls);
-        if usage.is_some() {
-            live.org_usage = usage;
+    /// Counts an answered request's calls; they reach the tenant's budget with the next
+    /// commit, or at once near the limit, where the tenant's other runs must see them.
+    async fn account(&self, api_calls: u32, usage: Option<ApiUsage>) {
+        let near = {
+            let mut live = self.live();
+            live.reserved = live.reserved.saturating_sub(1);
+            live.api_calls += u64::from(api_calls);
+            live.unflushed_calls += u64::from(api_calls);
+            if usage.is_some() {
+                live.org_usage = usage;
+            }
+            let near = near_limit(live.daily_api_limit, self.eng.config.budget_reread_share);
+            live.budget_estimate().is_some_and(|e| near(e.used))
+        };
+        if near {
+            self.flush_api_calls().await;
         }
     }
 
@@ -548,7 +590,13 @@ impl RunCtx<'_> {
         records: &[&Record],
     ) -> Flow<Result<Vec<RecordOutcome>, RequestFailure>> {
         self.check_budget().await?;
-        let timeout = self.request_timeout().await?;
+        let timeout = match self.request_timeout().await {
+            Ok(t) => t,
+            Err(stop) => {
+                self.unreserve();
+                return Err(stop);
+            }
+        };
         let request = UpsertRequest {
             object: self.def.object.clone(),
             external_id_field: self.def.external_id_field.clone(),
@@ -567,7 +615,7 @@ impl RunCtx<'_> {
             let mut live = self.live();
             live.slowest_call = live.slowest_call.max(took);
         }
-        self.account(reply.api_calls, reply.usage);
+        self.account(reply.api_calls, reply.usage).await;
         Ok(match reply.result {
             Ok(outcomes) if outcomes.len() != records.len() => Err(RequestFailure::new(
                 RequestFailureKind::Unavailable,
@@ -585,9 +633,15 @@ impl RunCtx<'_> {
     /// The connection probe of a blocked job with nothing to send.
     pub async fn check_connection(&self) -> Flow<Result<(), RequestFailure>> {
         self.check_budget().await?;
-        let timeout = self.request_timeout().await?;
+        let timeout = match self.request_timeout().await {
+            Ok(t) => t,
+            Err(stop) => {
+                self.unreserve();
+                return Err(stop);
+            }
+        };
         let reply = self.eng.crm.check_connection(timeout).await;
-        self.account(reply.api_calls, reply.usage);
+        self.account(reply.api_calls, reply.usage).await;
         Ok(reply.result)
     }
 
