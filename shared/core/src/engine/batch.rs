@@ -48,14 +48,6 @@ pub(super) enum WindowEnd {
 }
 
 impl Window {
-    pub fn sendable(&self) -> Vec<Record> {
-        self.records
-            .iter()
-            .zip(&self.superseded)
-            .filter(|(_, s)| !**s)
-            .map(|(r, _)| r.clone())
-            .collect()
-    }
     /// Moves the sendable records out, leaving their seq and key in place (what applying
     /// the batch's outcome needs of them), so a batch's records are not copied.
     pub fn take_sendable(&mut self) -> Vec<Record> {

@@ -103,7 +103,7 @@ async fn export_batches<'a>(run: &mut Run<'a>, pipe: &mut Pipeline<'a>) -> Flow<
             pipe.start(&ctx, window, narrow);
         }
         while let Some(batch) = pipe.pop_finished() {
-            let outcome = match batch.sent.flatten() {
+            let outcome = match batch.sent {
                 None => {
                     run.counts.superseded += batch.window.records.len() as u64;
                     advance(run, batch.window.last_seq().unwrap_or(run.state.cursor));
@@ -418,7 +418,7 @@ async fn probe_block(run: &mut Run<'_>) -> Flow<()> {
     let block = run.state.block.clone().expect("probe_block needs a block");
     let probe = match &run.state.halt {
         Some(h) => run.eng.store.get_record(&run.job, h.seq).await?,
-        None => run.read_window(1).await?.sendable().into_iter().next(),
+        None => run.read_window(1).await?.take_sendable().into_iter().next(),
     };
     let mut events = Vec::new();
     let cleared = match probe {

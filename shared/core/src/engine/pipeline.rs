@@ -16,14 +16,28 @@ use std::sync::Arc;
 type InFlight<'a> = Pin<Box<dyn Future<Output = (u64, Vec<Record>, Sent)> + Send + 'a>>;
 
 /// One batch, from its read to the moment its outcome is applied.
-pub(super) struct Batch {
-    pub window: Window,
+struct Batch {
+    window: Window,
     /// The records sent (one version per key), in seq order; with the request while it
     /// is in flight.
+    sendable: Vec<Record>,
+    answer: Answer,
+}
+
+/// Where a batch's request stands.
+enum Answer {
+    InFlight,
+    /// Every record of the window was superseded: finished at once, with no request.
+    NothingToSend,
+    Sent(Sent),
+}
+
+/// A batch whose request is over, handed out in seq order to be applied.
+pub(super) struct Finished {
+    pub window: Window,
     pub sendable: Vec<Record>,
-    /// `None` while its request is in flight; a batch with nothing to send is finished at
-    /// once with no request.
-    pub sent: Option<Option<Sent>>,
+    /// `None` when the window had nothing to send.
+    pub sent: Option<Sent>,
 }
 
 pub(super) struct Pipeline<'a> {
@@ -101,7 +115,7 @@ impl<'a> Pipeline<'a> {
             self.queue.push_back(Batch {
                 window,
                 sendable,
-                sent: Some(None),
+                answer: Answer::NothingToSend,
             });
             return;
         }
@@ -119,7 +133,7 @@ impl<'a> Pipeline<'a> {
         self.queue.push_back(Batch {
             window,
             sendable: Vec::new(),
-            sent: None,
+            answer: Answer::InFlight,
         });
     }
 
@@ -149,12 +163,12 @@ impl<'a> Pipeline<'a> {
         }
         let batch = &mut self.queue[(index - self.head) as usize];
         batch.sendable = records;
-        batch.sent = Some(Some(sent));
+        batch.answer = Answer::Sent(sent);
     }
 
     /// The oldest batch, once its request has finished: applied strictly in order.
-    pub fn pop_finished(&mut self) -> Option<Batch> {
-        if !matches!(self.queue.front(), Some(b) if b.sent.is_some()) {
+    pub fn pop_finished(&mut self) -> Option<Finished> {
+        if matches!(self.queue.front()?.answer, Answer::InFlight) {
             return None;
         }
         let batch = self.queue.pop_front()?;
@@ -162,7 +176,14 @@ impl<'a> Pipeline<'a> {
             self.hold_until = None;
         }
         self.head += 1;
-        Some(batch)
+        Some(Finished {
+            window: batch.window,
+            sendable: batch.sendable,
+            sent: match batch.answer {
+                Answer::Sent(sent) => Some(sent),
+                Answer::NothingToSend | Answer::InFlight => None,
+            },
+        })
     }
 
     /// Waits for every request still in flight and forgets their outcomes. A run never

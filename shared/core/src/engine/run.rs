@@ -91,20 +91,40 @@ struct Live {
     split_requests: u64,
     /// Calls not yet added to the tenant's budget: they go with the next commit.
     unflushed_calls: u64,
-    daily_api_limit: u64,
-    /// The tenant's `max_in_flight`: how many requests its runs can have out together.
-    tenant_window: u64,
+    /// The settings the request side needs, as of the last read.
+    limits: Limits,
     /// Requests that passed the budget check and are not answered yet: they count.
     reserved: u64,
     budget: Option<BudgetView>,
     /// Readings taken so far.
     budget_reads: u64,
-    /// The most slots this run may hold (its fair share of the tenant's window) ...
+    /// The most slots this run may hold (its fair share of the tenant's window).
     slot_share: u32,
-    /// ... among the tenant's `slot_window` slots; `next_slot` is the first one this run
-    /// has not tried yet (each is tried once per run).
-    slot_window: u32,
-    next_slot: u32,
+    slots_to_try: SlotCursor,
+}
+
+/// What the request side (budget, slots) needs of the settings.
+#[derive(Clone, Copy)]
+struct Limits {
+    daily_api_limit: u64,
+    /// `max_in_flight`: how many requests the tenant's runs keep out together.
+    window: u32,
+}
+
+impl From<&Settings> for Limits {
+    fn from(s: &Settings) -> Self {
+        Self {
+            daily_api_limit: s.daily_api_limit,
+            window: s.max_in_flight.max(1),
+        }
+    }
+}
+
+/// The tenant's slots `next..end` this run has not tried yet; each is tried once per run.
+#[derive(Clone, Copy)]
+struct SlotCursor {
+    next: u32,
+    end: u32,
 }
 
 /// The tenant's API budget as last read, so that a request does not cost a store read.
@@ -124,22 +144,12 @@ struct BudgetView {
     read_at: Timestamp,
 }
 
-/// The budget as this run sees it: the estimated count, and how stale the reading is.
-struct BudgetEstimate {
-    used: u64,
-    read_at: Timestamp,
-    calls_since_read: u64,
-    headroom: u64,
-}
-
 impl Live {
-    fn budget_estimate(&self) -> Option<BudgetEstimate> {
-        self.budget.map(|b| BudgetEstimate {
-            used: b.used + self.api_calls.saturating_sub(b.flushed_before),
-            read_at: b.read_at,
-            calls_since_read: self.api_calls.saturating_sub(b.calls_at_read),
-            headroom: b.headroom,
-        })
+    /// The tenant's count as this run sees it: the last reading plus this run's calls
+    /// since (not the ones in flight: see `reserved`).
+    fn budget_used(&self) -> Option<u64> {
+        self.budget
+            .map(|b| b.used + self.api_calls.saturating_sub(b.flushed_before))
     }
 }
 
@@ -204,22 +214,17 @@ impl<'a> Run<'a> {
         };
         // One slot to begin with; the pipeline takes more as it fills (`grow_slots`), so a
         // run with little to send does not take (and write) the whole share.
-        let mut slots = Vec::new();
-        let mut next_slot = window;
-        for i in 0..window {
-            match take_slot(eng, job, &opts.run_id, i).await {
-                Ok(Some(taken)) => {
-                    slots.push(taken);
-                    next_slot = i + 1;
-                    break;
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    release_all(eng, job, &lease, &slots).await;
-                    return Err(e.into());
-                }
+        let mut slots_to_try = SlotCursor {
+            next: 0,
+            end: window,
+        };
+        let slots: Vec<_> = match take_next_slot(eng, job, &opts.run_id, &mut slots_to_try).await {
+            Ok(taken) => taken.into_iter().collect(),
+            Err(e) => {
+                release_all(eng, job, &lease, &[]).await;
+                return Err(e.into());
             }
-        }
+        };
         if slots.is_empty() {
             release_all(eng, job, &lease, &slots).await;
             return Ok(finished(RunOutcome::TenantBusy));
@@ -255,14 +260,12 @@ impl<'a> Run<'a> {
                     transient_retries: 0,
                     split_requests: 0,
                     unflushed_calls: 0,
-                    daily_api_limit: settings.daily_api_limit,
-                    tenant_window: u64::from(settings.max_in_flight.max(1)),
+                    limits: Limits::from(&settings),
                     reserved: 0,
                     budget: None,
                     budget_reads: 0,
                     slot_share: share,
-                    slot_window: window,
-                    next_slot,
+                    slots_to_try,
                 }),
                 renewing: AtomicBool::new(false),
                 budget_read: tokio::sync::Mutex::new(()),
@@ -297,9 +300,7 @@ impl<'a> Run<'a> {
         if !self.settings.export_to_crm {
             return Err(Stop::Outcome(RunOutcome::Disabled));
         }
-        let mut live = self.live();
-        live.daily_api_limit = self.settings.daily_api_limit;
-        live.tenant_window = u64::from(self.settings.max_in_flight.max(1));
+        self.live().limits = Limits::from(&self.settings);
         Ok(())
     }
 
@@ -314,24 +315,24 @@ impl<'a> Run<'a> {
     /// Takes one more of the tenant's request slots if the run's share and the setting
     /// allow it and one is free; true when the window grew.
     pub async fn grow_slots(&self) -> Flow<bool> {
-        let (mut next, end, room) = {
+        let (mut to_try, room) = {
             let live = self.live();
-            let cap = live.slot_share.min(self.settings.max_in_flight.max(1)) as usize;
-            (live.next_slot, live.slot_window, live.slots.len() < cap)
+            let cap = live.slot_share.min(live.limits.window) as usize;
+            (live.slots_to_try, live.slots.len() < cap)
         };
         if !room {
             return Ok(false);
         }
-        while next < end {
-            let taken = take_slot(&self.eng, &self.job, &self.opts.run_id, next).await?;
-            next += 1;
-            self.live().next_slot = next;
-            if let Some(taken) = taken {
-                self.live().slots.push(taken);
-                return Ok(true);
+        let taken = take_next_slot(&self.eng, &self.job, &self.opts.run_id, &mut to_try).await;
+        let mut live = self.live();
+        live.slots_to_try = to_try;
+        match taken? {
+            Some(slot) => {
+                live.slots.push(slot);
+                Ok(true)
             }
+            None => Ok(false),
         }
-        Ok(false)
     }
 }
 
@@ -340,19 +341,25 @@ fn near_limit(limit: u64, share: f64) -> impl Fn(u64) -> bool {
     move |used| used as f64 >= limit as f64 * (1.0 - share)
 }
 
-/// Tries to take the tenant's request slot `index`.
-async fn take_slot(
+/// Takes the first free one of the tenant's request slots not tried yet, if any.
+async fn take_next_slot(
     eng: &Engine<'_>,
     job: &JobRef,
     owner: &RunId,
-    index: u32,
+    to_try: &mut SlotCursor,
 ) -> Result<Option<(JobRef, Lease)>, StoreError> {
-    let slot = JobRef::new(job.tenant.clone(), JobId::tenant_slot(index));
-    let lease = eng
-        .store
-        .acquire_lease(&slot, owner, eng.clock.now(), eng.config.lease_duration)
-        .await?;
-    Ok(lease.map(|l| (slot, l)))
+    while to_try.next < to_try.end {
+        let slot = JobRef::new(job.tenant.clone(), JobId::tenant_slot(to_try.next));
+        to_try.next += 1;
+        let lease = eng
+            .store
+            .acquire_lease(&slot, owner, eng.clock.now(), eng.config.lease_duration)
+            .await?;
+        if let Some(l) = lease {
+            return Ok(Some((slot, l)));
+        }
+    }
+    Ok(None)
 }
 
 impl RunCtx<'_> {
@@ -473,22 +480,21 @@ impl RunCtx<'_> {
     async fn check_budget(&self) -> Flow<()> {
         let cfg = self.eng.config;
         let now = self.now();
-        let (limit, window) = {
+        let (limits, fresh, reads) = {
             let live = self.live();
-            (live.daily_api_limit, live.tenant_window)
+            let near = near_limit(live.limits.daily_api_limit, cfg.budget_reread_share);
+            let fresh = live.budget.is_some_and(|b| {
+                let every = cfg
+                    .budget_reread_calls
+                    .min((b.headroom / u64::from(live.limits.window)).max(1));
+                live.budget_used().is_some_and(|used| !near(used))
+                    && live.api_calls.saturating_sub(b.calls_at_read) < every
+                    && now - b.read_at < to_chrono(cfg.budget_reread_interval)
+            });
+            (live.limits, fresh, live.budget_reads)
         };
-        let near = near_limit(limit, cfg.budget_reread_share);
-        let fresh = |e: &BudgetEstimate| {
-            !near(e.used)
-                && e.calls_since_read < cfg.budget_reread_calls.min((e.headroom / window).max(1))
-                && now - e.read_at < to_chrono(cfg.budget_reread_interval)
-        };
-        let (estimate, reads) = {
-            let live = self.live();
-            (live.budget_estimate(), live.budget_reads)
-        };
-        if !estimate.as_ref().is_some_and(fresh) {
-            self.read_budget(reads, &near).await?;
+        if !fresh {
+            self.read_budget(reads).await?;
         }
         if let Some(u) = self.live().org_usage {
             if u.below(self.eng.config.org_allocation_floor) {
@@ -500,8 +506,8 @@ impl RunCtx<'_> {
         // Decided under the lock, with the requests already out: the run's concurrent
         // requests cannot all pass on the same count.
         let mut live = self.live();
-        let used = live.budget_estimate().map_or(0, |e| e.used) + live.reserved;
-        if used >= limit {
+        let used = live.budget_used().unwrap_or(0) + live.reserved;
+        if used >= limits.daily_api_limit {
             return Err(Stop::Outcome(RunOutcome::BudgetExhausted {
                 code: "daily_api_limit".into(),
             }));
@@ -510,28 +516,22 @@ impl RunCtx<'_> {
         Ok(())
     }
 
-    fn unreserve(&self) {
-        let mut live = self.live();
-        live.reserved = live.reserved.saturating_sub(1);
-    }
-
     /// Reads the tenant's count, once for requests going out together: one that waited
     /// while another read it (`reads` is the number of reads it saw) uses that reading,
     /// unless the count is near the limit, where every request reads.
-    async fn read_budget(&self, reads: u64, near: &impl Fn(u64) -> bool) -> Flow<u64> {
+    async fn read_budget(&self, reads: u64) -> Flow<()> {
         let _reading = self.budget_read.lock().await;
-        let (estimate, read_meanwhile, total, flushed) = {
+        let (total, flushed) = {
             let live = self.live();
-            (
-                live.budget_estimate(),
-                live.budget_reads != reads,
-                live.api_calls,
-                live.api_calls - live.unflushed_calls,
-            )
+            let near = near_limit(
+                live.limits.daily_api_limit,
+                self.eng.config.budget_reread_share,
+            );
+            if live.budget_reads != reads && live.budget_used().is_some_and(|u| !near(u)) {
+                return Ok(());
+            }
+            (live.api_calls, live.api_calls - live.unflushed_calls)
         };
-        if let Some(e) = estimate.filter(|e| read_meanwhile && !near(e.used)) {
-            return Ok(e.used);
-        }
         let now = self.now();
         let used = self
             .eng
@@ -544,10 +544,23 @@ impl RunCtx<'_> {
             used,
             flushed_before: flushed,
             calls_at_read: total,
-            headroom: live.daily_api_limit.saturating_sub(used + live.reserved),
+            headroom: live
+                .limits
+                .daily_api_limit
+                .saturating_sub(used + live.reserved),
             read_at: now,
         });
-        Ok(live.budget_estimate().map_or(used, |e| e.used))
+        Ok(())
+    }
+
+    /// Passes a request through the budget, deadline and lease gate: `Ok` with its
+    /// timeout, and the request counted as reserved until `account` takes its answer.
+    async fn admit(&self) -> Flow<Duration> {
+        self.check_budget().await?;
+        self.request_timeout().await.inspect_err(|_| {
+            let mut live = self.live();
+            live.reserved = live.reserved.saturating_sub(1);
+        })
     }
 
     /// Counts an answered request's calls; they reach the tenant's budget with the next
@@ -561,8 +574,11 @@ impl RunCtx<'_> {
             if usage.is_some() {
                 live.org_usage = usage;
             }
-            let near = near_limit(live.daily_api_limit, self.eng.config.budget_reread_share);
-            live.budget_estimate().is_some_and(|e| near(e.used))
+            let near = near_limit(
+                live.limits.daily_api_limit,
+                self.eng.config.budget_reread_share,
+            );
+            live.budget_used().is_some_and(near)
         };
         if near {
             self.flush_api_calls().await;
@@ -589,14 +605,7 @@ impl RunCtx<'_> {
         &self,
         records: &[&Record],
     ) -> Flow<Result<Vec<RecordOutcome>, RequestFailure>> {
-        self.check_budget().await?;
-        let timeout = match self.request_timeout().await {
-            Ok(t) => t,
-            Err(stop) => {
-                self.unreserve();
-                return Err(stop);
-            }
-        };
+        let timeout = self.admit().await?;
         let request = UpsertRequest {
             object: self.def.object.clone(),
             external_id_field: self.def.external_id_field.clone(),
@@ -632,14 +641,7 @@ impl RunCtx<'_> {
 
     /// The connection probe of a blocked job with nothing to send.
     pub async fn check_connection(&self) -> Flow<Result<(), RequestFailure>> {
-        self.check_budget().await?;
-        let timeout = match self.request_timeout().await {
-            Ok(t) => t,
-            Err(stop) => {
-                self.unreserve();
-                return Err(stop);
-            }
-        };
+        let timeout = self.admit().await?;
         let reply = self.eng.crm.check_connection(timeout).await;
         self.account(reply.api_calls, reply.usage).await;
         Ok(reply.result)
