@@ -181,8 +181,5 @@ pub(crate) async fn answer_after_latency(shared: &Shared, admitted: tokio::time:
 }
 
 pub(crate) async fn latency(shared: &Shared) {
-    let ms = shared.latency_ms.load(Ordering::SeqCst);
-    if ms > 0 {
-        tokio::time::sleep(Duration::from_millis(ms)).await;
-    }
+    answer_after_latency(shared, tokio::time::Instant::now()).await;
 }
