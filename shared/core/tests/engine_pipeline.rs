@@ -145,23 +145,10 @@ async fn a_key_in_flight_is_never_sent_again_before_its_request_ends() {
 #[tokio::test]
 async fn two_jobs_of_one_tenant_share_the_tenants_window() {
     let w = pipelined(4).await;
-    let other = JobRef::new(w.job.tenant.clone(), JobId::new("leads").unwrap());
-    let mut def = w
-        .store
-        .get_job(&w.job.tenant, &w.job.job)
-        .await
-        .unwrap()
-        .unwrap();
-    def.job_id = other.job.clone();
-    w.store.put_job(&w.job.tenant, def).await.unwrap();
+    let other = w.add_job("leads").await;
     w.put_n("k", 200).await;
     for i in 0..200 {
-        let fields = serde_json::json!({EXT: format!("l{i:04}"), "_v": i});
-        let rec = NewRecord {
-            key: key(&format!("l{i:04}")),
-            fields: fields.as_object().unwrap().clone(),
-        };
-        w.store.enqueue(&other, vec![rec], w.now()).await.unwrap();
+        w.put_to(&other, &format!("l{i:04}")).await;
     }
     w.crm.set_latency(Duration::from_millis(100));
     let engine = w.engine();
@@ -253,8 +240,7 @@ async fn a_slow_call_does_not_hold_the_other_slots_back() {
         started: Default::default(),
         started_during_slow: Default::default(),
     };
-    let engine = Engine::new(&w.store, &crm, &w.events, w.clock.as_ref(), &w.config);
-    let r = engine.run_export(&w.job, &w.opts()).await.unwrap();
+    let r = w.export_via(&w.store, &crm).await;
     assert_eq!(r.outcome, RunOutcome::Completed);
     assert_eq!(r.counts.batches, 16);
     let during = crm
@@ -281,8 +267,7 @@ async fn a_batch_costs_four_store_calls_and_the_budget_still_counts_every_call()
     w.put_n("k", 2000).await;
     w.crm.set_latency(Duration::from_millis(150));
     let store = crm_export_core::store::CountingStore::new(std::mem::take(&mut w.store));
-    let engine = Engine::new(&store, &w.crm, &w.events, w.clock.as_ref(), &w.config);
-    let r = engine.run_export(&w.job, &w.opts()).await.unwrap();
+    let r = w.export_via(&store, &w.crm).await;
     let calls = store.snapshot();
     w.store = store.into_inner();
     assert_eq!(r.outcome, RunOutcome::Completed);
@@ -308,10 +293,7 @@ async fn a_batch_costs_four_store_calls_and_the_budget_still_counts_every_call()
     assert_eq!(calls.get(AcquireLease), 9);
     assert_eq!(calls.get(ReleaseLease), 9);
     assert_eq!(
-        w.store
-            .api_calls_last_24h(&w.job.tenant, w.now())
-            .await
-            .unwrap(),
+        w.api_calls_counted().await,
         10,
         "every CRM call reached the tenant's budget"
     );
@@ -335,8 +317,7 @@ async fn a_stopping_run_waits_for_its_requests_before_giving_the_lease_back() {
         started: Default::default(),
         started_during_slow: Default::default(),
     };
-    let engine = Engine::new(&w.store, &crm, &w.events, w.clock.as_ref(), &w.config);
-    let r = engine.run_export(&w.job, &w.opts()).await.unwrap();
+    let r = w.export_via(&w.store, &crm).await;
     assert!(
         matches!(r.outcome, RunOutcome::Halted { seq: 4, .. }),
         "{:?}",
@@ -358,8 +339,7 @@ async fn a_run_takes_only_the_slots_it_fills() {
         w.put_n("k", records).await;
         w.crm.set_latency(Duration::from_millis(150));
         let store = crm_export_core::store::CountingStore::new(std::mem::take(&mut w.store));
-        let engine = Engine::new(&store, &w.crm, &w.events, w.clock.as_ref(), &w.config);
-        let r = engine.run_export(&w.job, &w.opts()).await.unwrap();
+        let r = w.export_via(&store, &w.crm).await;
         let calls = store.snapshot();
         w.store = store.into_inner();
         assert_eq!(r.outcome, RunOutcome::Completed);
@@ -381,10 +361,7 @@ async fn a_run_takes_only_the_slots_it_fills() {
 async fn requests_in_flight_count_against_the_daily_limit() {
     let w = pipelined(8).await;
     w.settings(|s| s.daily_api_limit = 1000).await;
-    w.store
-        .add_api_calls(&w.job.tenant, w.now(), 997)
-        .await
-        .unwrap();
+    w.spend_api_calls(997).await;
     w.put_n("k", 1000).await;
     w.crm.set_latency(Duration::from_millis(150));
     let r = w.export().await;
@@ -394,13 +371,7 @@ async fn requests_in_flight_count_against_the_daily_limit() {
         r.outcome
     );
     assert_eq!(w.crm.call_count(), 3);
-    assert_eq!(
-        w.store
-            .api_calls_last_24h(&w.job.tenant, w.now())
-            .await
-            .unwrap(),
-        1000
-    );
+    assert_eq!(w.api_calls_counted().await, 1000);
 }
 
 /// Several jobs of one tenant spending one budget at once: each reads the count again
@@ -410,31 +381,14 @@ async fn requests_in_flight_count_against_the_daily_limit() {
 async fn jobs_sharing_a_budget_stop_close_to_its_limit() {
     let w = pipelined(8).await;
     w.settings(|s| s.daily_api_limit = 1000).await;
-    w.store
-        .add_api_calls(&w.job.tenant, w.now(), 820)
-        .await
-        .unwrap();
-    let mut def = w
-        .store
-        .get_job(&w.job.tenant, &w.job.job)
-        .await
-        .unwrap()
-        .unwrap();
+    w.spend_api_calls(820).await;
     let mut jobs = vec![w.job.clone()];
     for name in ["b", "c", "d"] {
-        let other = JobRef::new(w.job.tenant.clone(), JobId::new(name).unwrap());
-        def.job_id = other.job.clone();
-        w.store.put_job(&w.job.tenant, def.clone()).await.unwrap();
-        jobs.push(other);
+        jobs.push(w.add_job(name).await);
     }
     for job in &jobs {
         for i in 0..2000 {
-            let fields = serde_json::json!({EXT: format!("{}{i:04}", job.job), "_v": i});
-            let rec = NewRecord {
-                key: key(&format!("{}{i:04}", job.job)),
-                fields: fields.as_object().unwrap().clone(),
-            };
-            w.store.enqueue(job, vec![rec], w.now()).await.unwrap();
+            w.put_to(job, &format!("{}{i:04}", job.job)).await;
         }
     }
     w.crm.set_latency(Duration::from_millis(100));
@@ -451,11 +405,7 @@ async fn jobs_sharing_a_budget_stop_close_to_its_limit() {
             r.outcome
         );
     }
-    let total = w
-        .store
-        .api_calls_last_24h(&w.job.tenant, w.now())
-        .await
-        .unwrap();
+    let total = w.api_calls_counted().await;
     assert_eq!(total, 820 + u64::from(w.crm.call_count()));
     assert!(
         (1000..=1008).contains(&total),

@@ -693,29 +693,13 @@ async fn s4_7_calls_of_the_tenants_other_runs_count_once_the_budget_is_near_its_
         s.daily_api_limit = 1000;
     })
     .await;
-    w.store
-        .add_api_calls(&w.job.tenant, w.now(), 880)
-        .await
-        .unwrap();
+    w.spend_api_calls(880).await;
     w.put_n("k", 1000).await;
     // Another job of the tenant spends 100 calls while this run goes.
-    let hook: Hook<'_> = Box::new(|| {
-        Box::pin(async {
-            w.store
-                .add_api_calls(&w.job.tenant, w.now(), 100)
-                .await
-                .unwrap();
-        })
-    });
-    let store = CrashStore::stalling(&w.store, 30, hook);
-    let engine = crm_export_core::engine::Engine::new(
-        &store,
-        &w.crm,
-        &w.events,
-        w.clock.as_ref(),
-        &w.config,
-    );
-    let r = engine.run_export(&w.job, &w.opts()).await.unwrap();
+    let hook: Hook<'_> = Box::new(|| Box::pin(w.spend_api_calls(100)));
+    let r = w
+        .export_via(&CrashStore::stalling(&w.store, 30, hook), &w.crm)
+        .await;
     assert!(
         matches!(r.outcome, RunOutcome::BudgetExhausted { ref code } if code == "daily_api_limit"),
         "{:?}",
@@ -725,10 +709,7 @@ async fn s4_7_calls_of_the_tenants_other_runs_count_once_the_budget_is_near_its_
     // finds 880 + 100 + 20: the limit. Alone, the run would have made 120 calls.
     assert_eq!(w.crm.call_count(), 20);
     assert_eq!(
-        w.store
-            .api_calls_last_24h(&w.job.tenant, w.now())
-            .await
-            .unwrap(),
+        w.api_calls_counted().await,
         1000,
         "every call of the run was counted"
     );
@@ -745,28 +726,12 @@ async fn s4_7_the_budget_is_read_again_every_fifty_calls() {
         s.daily_api_limit = 1000;
     })
     .await;
-    w.store
-        .add_api_calls(&w.job.tenant, w.now(), 100)
-        .await
-        .unwrap();
+    w.spend_api_calls(100).await;
     w.put_n("k", 2000).await;
-    let hook: Hook<'_> = Box::new(|| {
-        Box::pin(async {
-            w.store
-                .add_api_calls(&w.job.tenant, w.now(), 850)
-                .await
-                .unwrap();
-        })
-    });
-    let store = CrashStore::stalling(&w.store, 30, hook);
-    let engine = crm_export_core::engine::Engine::new(
-        &store,
-        &w.crm,
-        &w.events,
-        w.clock.as_ref(),
-        &w.config,
-    );
-    let r = engine.run_export(&w.job, &w.opts()).await.unwrap();
+    let hook: Hook<'_> = Box::new(|| Box::pin(w.spend_api_calls(850)));
+    let r = w
+        .export_via(&CrashStore::stalling(&w.store, 30, hook), &w.crm)
+        .await;
     assert!(
         matches!(r.outcome, RunOutcome::BudgetExhausted { .. }),
         "{:?}",

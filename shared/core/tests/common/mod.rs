@@ -144,16 +144,60 @@ impl World {
     /// Enqueues one version of `k`; `_v` carries the seq so the fake CRM can spot stale
     /// overwrites.
     pub async fn put(&self, k: &str) -> Seq {
-        let head = self.store.head(&self.job).await.unwrap();
+        self.put_to(&self.job, k).await
+    }
+
+    /// [`World::put`] for another job of the tenant.
+    pub async fn put_to(&self, job: &JobRef, k: &str) -> Seq {
+        let head = self.store.head(job).await.unwrap();
         let fields = json!({EXT: k, "Name": format!("name of {k}"), "_v": head + 1});
         let rec = NewRecord {
             key: key(k),
             fields: fields.as_object().unwrap().clone(),
         };
         self.store
-            .enqueue(&self.job, vec![rec], self.now())
+            .enqueue(job, vec![rec], self.now())
             .await
             .unwrap()[0]
+    }
+
+    /// Defines another job of the tenant like the world's own.
+    pub async fn add_job(&self, name: &str) -> JobRef {
+        let job = JobRef::new(self.job.tenant.clone(), JobId::new(name).unwrap());
+        let mut def = self
+            .store
+            .get_job(&self.job.tenant, &self.job.job)
+            .await
+            .unwrap()
+            .unwrap();
+        def.job_id = job.job.clone();
+        self.store.put_job(&self.job.tenant, def).await.unwrap();
+        job
+    }
+
+    /// Counts calls against the tenant's daily budget, as another job's would be.
+    pub async fn spend_api_calls(&self, n: u64) {
+        self.store
+            .add_api_calls(&self.job.tenant, self.now(), n)
+            .await
+            .unwrap();
+    }
+
+    /// The tenant's calls in the last 24 h, as the store counts them.
+    pub async fn api_calls_counted(&self) -> u64 {
+        self.store
+            .api_calls_last_24h(&self.job.tenant, self.now())
+            .await
+            .unwrap()
+    }
+
+    /// One export run of the world's job through other ports than its own (a wrapped
+    /// store, a slow CRM).
+    pub async fn export_via(&self, store: &dyn StateStore, crm: &dyn CrmClient) -> RunReport {
+        Engine::new(store, crm, &self.events, self.clock.as_ref(), &self.config)
+            .run_export(&self.job, &self.opts())
+            .await
+            .expect("export run")
     }
 
     pub async fn put_all(&self, keys: &[&str]) -> Vec<Seq> {
