@@ -89,8 +89,8 @@ struct Live {
     api_calls: u64,
     transient_retries: u64,
     split_requests: u64,
-    /// Calls not yet added to the tenant's budget: they go with the next commit.
-    unflushed_calls: u64,
+    /// This run's calls on their way to the tenant's budget.
+    unstored: Unstored,
     /// The settings the request side needs, as of the last read.
     limits: Limits,
     /// Requests that passed the budget check and are not answered yet: they count.
@@ -132,8 +132,8 @@ struct SlotCursor {
 struct BudgetView {
     /// `api_calls_last_24h` as read.
     used: u64,
-    /// This run's calls already in the store when the read started: every call after them
-    /// is added to `used` (calls committed during the read count twice, erring high).
+    /// This run's calls surely in the store when the read started: every call after them
+    /// is added to `used` (calls whose commit was under way may count twice: erring high).
     flushed_before: u64,
     /// This run's calls at the read, to re-read after `budget_reread_calls` more.
     calls_at_read: u64,
@@ -144,7 +144,47 @@ struct BudgetView {
     read_at: Timestamp,
 }
 
+/// A run's calls not surely in the tenant's budget yet.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Unstored {
+    /// Made and not sent to the store yet: they go with the next commit.
+    waiting: u64,
+    /// On their way (a commit or flush not answered yet): a budget read may or may not
+    /// see them, so they do not count as stored.
+    sending: u64,
+}
+
+impl Unstored {
+    fn add(&mut self, calls: u64) {
+        self.waiting += calls;
+    }
+
+    /// Takes the waiting calls, to send them to the store.
+    fn take(&mut self) -> u64 {
+        let calls = std::mem::take(&mut self.waiting);
+        self.sending += calls;
+        calls
+    }
+
+    /// The write carrying `calls` was answered: stored, or they wait for the next one.
+    fn answered(&mut self, calls: u64, stored: bool) {
+        self.sending -= calls;
+        if !stored {
+            self.waiting += calls;
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.waiting + self.sending
+    }
+}
+
 impl Live {
+    /// This run's calls that are surely in the store.
+    fn stored_calls(&self) -> u64 {
+        self.api_calls - self.unstored.total()
+    }
+
     /// The tenant's count as this run sees it: the last reading plus this run's calls
     /// since (not the ones in flight: see `reserved`).
     fn budget_used(&self) -> Option<u64> {
@@ -259,7 +299,7 @@ impl<'a> Run<'a> {
                     api_calls: 0,
                     transient_retries: 0,
                     split_requests: 0,
-                    unflushed_calls: 0,
+                    unstored: Unstored::default(),
                     limits: Limits::from(&settings),
                     reserved: 0,
                     budget: None,
@@ -530,7 +570,7 @@ impl RunCtx<'_> {
             if live.budget_reads != reads && live.budget_used().is_some_and(|u| !near(u)) {
                 return Ok(());
             }
-            (live.api_calls, live.api_calls - live.unflushed_calls)
+            (live.api_calls, live.stored_calls())
         };
         let now = self.now();
         let used = self
@@ -570,7 +610,7 @@ impl RunCtx<'_> {
             let mut live = self.live();
             live.reserved = live.reserved.saturating_sub(1);
             live.api_calls += u64::from(api_calls);
-            live.unflushed_calls += u64::from(api_calls);
+            live.unstored.add(u64::from(api_calls));
             if usage.is_some() {
                 live.org_usage = usage;
             }
@@ -587,17 +627,19 @@ impl RunCtx<'_> {
 
     /// Adds the calls no commit carried to the budget (a run ending without a commit).
     async fn flush_api_calls(&self) {
-        let calls = std::mem::take(&mut self.live().unflushed_calls);
-        if calls > 0 {
-            if let Err(e) = self
-                .eng
-                .store
-                .add_api_calls(&self.job.tenant, self.now(), calls)
-                .await
-            {
-                tracing::warn!(job = %self.job, error = %e, calls, "counting the run's last API calls failed");
-            }
+        let calls = self.live().unstored.take();
+        if calls == 0 {
+            return;
         }
+        let added = self
+            .eng
+            .store
+            .add_api_calls(&self.job.tenant, self.now(), calls)
+            .await;
+        if let Err(e) = &added {
+            tracing::warn!(job = %self.job, error = %e, calls, "counting the run's API calls failed");
+        }
+        self.live().unstored.answered(calls, added.is_ok());
     }
 
     /// One upsert call, behind the budget, deadline and lease gate.
@@ -660,7 +702,7 @@ impl Run<'_> {
         let now = self.now();
         self.state.last_run_at = Some(now);
         let extension = self.eng.config.lease_duration;
-        let api_calls = std::mem::take(&mut self.live().unflushed_calls);
+        let api_calls = self.live().unstored.take();
         let commit = Commit {
             state: self.state.clone(),
             errors: errors.clone(),
@@ -669,10 +711,9 @@ impl Run<'_> {
             lease_extension: Some(extension),
         };
         let lease = self.lease();
-        if let Err(e) = self.eng.store.commit(&self.job, &lease, now, commit).await {
-            self.live().unflushed_calls += api_calls;
-            return Err(e.into());
-        }
+        let committed = self.eng.store.commit(&self.job, &lease, now, commit).await;
+        self.live().unstored.answered(api_calls, committed.is_ok());
+        committed?;
         {
             let until = now + to_chrono(extension);
             let mut live = self.live();
@@ -859,4 +900,31 @@ pub(super) async fn publish_pending(eng: &Engine<'_>, tenant: &TenantId) {
 
 pub(super) fn to_chrono(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Unstored;
+
+    #[test]
+    fn calls_on_their_way_to_the_store_do_not_count_as_stored() {
+        let mut u = Unstored::default();
+        u.add(5);
+        assert_eq!(u.take(), 5);
+        // A budget read now must not take the 5 as stored: its read may miss them.
+        assert_eq!(u.total(), 5);
+        u.add(2);
+        u.answered(5, true);
+        assert_eq!(u.total(), 2);
+        assert_eq!(u.take(), 2);
+        u.answered(2, false);
+        assert_eq!(
+            u,
+            Unstored {
+                waiting: 2,
+                sending: 0
+            },
+            "a failed write's calls wait again"
+        );
+    }
 }
