@@ -435,3 +435,51 @@ async fn spellings_of_one_key_are_never_in_flight_together() {
         assert_eq!(stored.fields["_v"], 76 + i, "cs{i:04}");
     }
 }
+
+/// Nor do two spellings go in one request: the window ends before the second, which goes
+/// in a later request once the first is answered; the ExportError retry run splits them
+/// the same way, the newer version last.
+#[tokio::test]
+async fn spellings_of_one_key_never_share_a_request() {
+    let mut w = pipelined(4).await;
+    w.crm = FakeCrm::with_clock(w.clock.clone()).case_insensitive();
+    w.pause(false).await;
+    for i in 0..10 {
+        w.put(&format!("ab-{i}")).await;
+        w.put(&format!("AB-{i}")).await;
+    }
+    let r = w.export().await;
+    assert_eq!(r.outcome, RunOutcome::Completed);
+    w.assert_crm_clean();
+    for i in 0..10 {
+        assert_eq!(
+            w.crm.record(&format!("ab-{i}")).unwrap().fields["_v"],
+            2 * i + 2
+        );
+    }
+    // Both spellings refused, then fixed: the retry run sends them apart, older first.
+    let w = pipelined(4).await;
+    let mut w = w;
+    w.crm = FakeCrm::with_clock(w.clock.clone()).case_insensitive();
+    w.pause(false).await;
+    w.put("cd-1").await;
+    w.put("CD-1").await;
+    w.crm.always(
+        "cd-1",
+        Scripted::Reject("FIELD_CUSTOM_VALIDATION_EXCEPTION", RejectKind::Data),
+    );
+    w.crm.always(
+        "CD-1",
+        Scripted::Reject("FIELD_CUSTOM_VALIDATION_EXCEPTION", RejectKind::Data),
+    );
+    assert_eq!(w.export().await.outcome, RunOutcome::Completed);
+    assert_eq!(w.items().await.len(), 2);
+    w.crm.clear("cd-1");
+    w.crm.clear("CD-1");
+    w.advance_hours(25);
+    let r = w.retry().await;
+    assert_eq!(r.outcome, RunOutcome::Completed);
+    assert_eq!(r.counts.accepted, 2);
+    w.assert_crm_clean();
+    assert_eq!(w.crm.record("cd-1").unwrap().fields["_v"], 2);
+}

@@ -13,9 +13,10 @@ pub(super) struct Window {
     pub end: WindowEnd,
 }
 
-/// Keys in flight, compared without case: two spellings of one key are never in flight
-/// together, even in a job that treats them as two keys (if the CRM's external-id field
-/// is case-insensitive after all, the two requests would race for one record).
+/// Keys compared without case: two spellings of one key are never in flight together,
+/// nor in one request, even in a job that treats them as two keys (if the CRM's
+/// external-id field is case-insensitive after all, two requests would race for one
+/// record, and one request would be refused as a duplicate).
 #[derive(Default)]
 pub(super) struct BusyKeys(HashSet<String>);
 
@@ -32,6 +33,30 @@ impl BusyKeys {
     pub fn contains(&self, key: &RecordKey) -> bool {
         !self.0.is_empty() && self.0.contains(&Self::fold(key))
     }
+}
+
+/// Splits records into requests that hold one spelling of a key each: the k-th spelling
+/// (by seq) of a key goes in the k-th request, so the newest is sent last.
+pub(super) fn one_spelling_each(records: Vec<Record>) -> Vec<Vec<Record>> {
+    let mut seqs: HashMap<String, Vec<Seq>> = HashMap::new();
+    for r in &records {
+        seqs.entry(BusyKeys::fold(&r.key)).or_default().push(r.seq);
+    }
+    for s in seqs.values_mut() {
+        s.sort_unstable();
+    }
+    let mut rounds: Vec<Vec<Record>> = Vec::new();
+    for r in records {
+        let round = seqs[&BusyKeys::fold(&r.key)]
+            .iter()
+            .position(|s| *s == r.seq)
+            .unwrap_or(0);
+        if rounds.len() <= round {
+            rounds.resize_with(round + 1, Vec::new);
+        }
+        rounds[round].push(r);
+    }
+    rounds
 }
 
 /// Why a window ends where it does.
@@ -82,7 +107,8 @@ impl Run<'_> {
 
 impl RunCtx<'_> {
     /// Like [`Run::read_window`] from `after`, but ends just before a record whose key is
-    /// in `busy` (in flight in another request: one key is never in two at once).
+    /// in `busy` (in flight in another request: one key is never in two at once) or is
+    /// another spelling of a key the window already sends.
     pub async fn read_window_from(
         &self,
         after: Seq,
@@ -100,6 +126,7 @@ impl RunCtx<'_> {
         // different times, so a later page can hold a version newer than the one an
         // earlier page found to be the newest: that one is superseded after all.
         let mut position: HashMap<RecordKey, usize> = HashMap::new();
+        let mut spellings = BusyKeys::default();
         let page = limit.max(1);
         loop {
             let records = self.eng.store.read_after(&self.job, after, page).await?;
@@ -112,11 +139,14 @@ impl RunCtx<'_> {
             for r in records {
                 after = r.seq;
                 let superseded = latest.get(&r.key).is_some_and(|s| *s > r.seq);
-                if !superseded && busy.contains(&r.key) {
+                let other_spelling = !position.contains_key(&r.key) && spellings.contains(&r.key);
+                if !superseded && (busy.contains(&r.key) || other_spelling) {
+                    // Once this window's request is over, the next window goes on from here.
                     window.end = WindowEnd::Busy;
                     return Ok(window);
                 }
                 if !superseded {
+                    spellings.insert(&r.key);
                     if let Some(older) = position.insert(r.key.clone(), window.records.len()) {
                         window.superseded[older] = true;
                         sendable -= 1;

@@ -1,6 +1,7 @@
 //! The ExportError retry run (SPEC §5): re-send the stored failed versions, oldest last
 //! attempt first, under the job's lease.
 
+use super::batch::one_spelling_each;
 use super::export_run::{detect_block, request_stop, set_block};
 use super::report::{RunKind, RunOutcome, RunReport};
 use super::run::{Flow, Run, Start, Stop};
@@ -92,51 +93,59 @@ pub(super) async fn pass(run: &mut Run<'_>, before: Timestamp) -> Flow<bool> {
         if records.is_empty() {
             continue;
         }
-        let sent = run.send_records(&records, false).await;
-        run.counts.batches += 1;
-        let mut events = Vec::new();
-        if let Some((reason, example)) = detect_block(&sent.fates, run.eng.config) {
-            // An org-wide cause: attempts are not counted against the items.
-            set_block(run, reason, &example, &mut events);
-            run.commit(Vec::new(), events).await?;
-            return Err(Stop::Outcome(RunOutcome::Blocked {
-                reason,
-                code: example.code,
-            }));
+        // Two spellings of a key (a job that treats them as two) never go in one request.
+        for part in one_spelling_each(records) {
+            retry_batch(run, &part).await?;
         }
-        let mut writes = Vec::new();
-        for (rec, fate) in records.iter().zip(&sent.fates) {
-            match fate {
-                Fate::Accepted => {
-                    run.counts.accepted += 1;
-                    writes.push(ErrorWrite::Resolve {
-                        key: rec.key.clone(),
-                        by_seq: rec.seq,
-                        at: run.now(),
-                    });
-                }
-                Fate::Rejected(err, _) => {
-                    run.counts.record_errors += 1;
-                    let item = run.failed_item(rec, err, true).await?;
-                    if item.status == ErrorStatus::Parked {
-                        run.counts.errors_parked += 1;
-                    }
-                    writes.push(ErrorWrite::Put(item));
-                }
-                Fate::Transient(..) | Fate::Unknown => {}
+    }
+}
+
+/// Sends one batch of stored failed versions and records what became of each.
+async fn retry_batch(run: &mut Run<'_>, records: &[Record]) -> Flow<()> {
+    let sent = run.send_records(records, false).await;
+    run.counts.batches += 1;
+    let mut events = Vec::new();
+    if let Some((reason, example)) = detect_block(&sent.fates, run.eng.config) {
+        // An org-wide cause: attempts are not counted against the items.
+        set_block(run, reason, &example, &mut events);
+        run.commit(Vec::new(), events).await?;
+        return Err(Stop::Outcome(RunOutcome::Blocked {
+            reason,
+            code: example.code,
+        }));
+    }
+    let mut writes = Vec::new();
+    for (rec, fate) in records.iter().zip(&sent.fates) {
+        match fate {
+            Fate::Accepted => {
+                run.counts.accepted += 1;
+                writes.push(ErrorWrite::Resolve {
+                    key: rec.key.clone(),
+                    by_seq: rec.seq,
+                    at: run.now(),
+                });
             }
+            Fate::Rejected(err, _) => {
+                run.counts.record_errors += 1;
+                let item = run.failed_item(rec, err, true).await?;
+                if item.status == ErrorStatus::Parked {
+                    run.counts.errors_parked += 1;
+                }
+                writes.push(ErrorWrite::Put(item));
+            }
+            Fate::Transient(..) | Fate::Unknown => {}
         }
-        match sent.stop {
-            None => run.commit(writes, events).await?,
-            Some(Stop::Request(f)) => {
-                let outcome = request_stop(run, f, &mut events, false);
-                run.commit(writes, events).await?;
-                return Err(Stop::Outcome(outcome));
-            }
-            Some(stop) => {
-                run.commit(writes, events).await?;
-                return Err(stop);
-            }
+    }
+    match sent.stop {
+        None => run.commit(writes, events).await,
+        Some(Stop::Request(f)) => {
+            let outcome = request_stop(run, f, &mut events, false);
+            run.commit(writes, events).await?;
+            Err(Stop::Outcome(outcome))
+        }
+        Some(stop) => {
+            run.commit(writes, events).await?;
+            Err(stop)
         }
     }
 }
